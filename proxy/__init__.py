@@ -1,0 +1,1 @@
+"""orchgate: identity-aware reverse proxy for Airflow and Prefect."""

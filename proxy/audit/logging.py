@@ -1,0 +1,78 @@
+"""structlog configuration shared by the audit trail and the operational log.
+
+Both go through `redact`, which cannot be bypassed by a caller: it runs on every event dict,
+removes values of credential-bearing keys, and masks anything shaped like a JWT or a Basic
+credential wherever it appears in a string (a token pasted into a query string included).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import IO, Any
+
+import orjson
+import structlog
+
+SECRET_KEYS = re.compile(r"(authorization|cookie|token|secret|password|api[_-]?key|"
+                         r"auth[_-]?string|credential)", re.IGNORECASE)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_BASIC = re.compile(r"(?i)(basic|bearer)\s+[A-Za-z0-9+/=._~-]{8,}")
+REDACTED = "[redacted]"
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _BASIC.sub(r"\1 " + REDACTED, _JWT.sub(REDACTED, value))
+    if isinstance(value, dict):
+        return {k: REDACTED if _secret_key(k) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _secret_key(key: object) -> bool:
+    return isinstance(key, str) and bool(SECRET_KEYS.search(key))
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        event[key] = REDACTED if _secret_key(key) else _scrub(event[key])
+    return event
+
+
+def dumps(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
+class LineWriter:
+    """A structlog logger that writes each rendered line to several streams and flushes."""
+
+    def __init__(self, streams: list[IO[str]]) -> None:
+        self.streams = streams
+
+    def msg(self, message: str) -> None:
+        for stream in self.streams:
+            stream.write(message + "\n")
+            stream.flush()
+
+    info = warning = error = debug = critical = msg
+
+
+def json_logger(streams: list[IO[str]], name: str) -> Any:
+    return structlog.wrap_logger(
+        LineWriter(streams),
+        processors=[structlog.contextvars.merge_contextvars,
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    redact,
+                    structlog.processors.JSONRenderer(serializer=dumps)],
+        logger_name=name,
+        cache_logger_on_first_use=True,
+    )
+
+
+def operational_log() -> Any:
+    """The operational log: JSON lines on stderr."""
+    return json_logger([sys.stderr], "orchgate")

@@ -1,0 +1,103 @@
+"""Operations: what an upstream route does, which right it needs, where its workflows are.
+
+A catalog is a list of `Operation`s for one upstream. A request that matches no operation is
+denied ("operation not in catalog"): orchgate forwards only what it understands.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Action(IntEnum):
+    """The ladder of rights: a grant of one includes those below it."""
+
+    READ = 1
+    RUN = 2
+    DEPLOY = 3
+    ADMIN = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Action:
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise ValueError(f"unknown action {text!r} (read, run, deploy, admin)") from None
+
+
+class Scope(IntEnum):
+    """How the workflow(s) of a request are found."""
+
+    NONE = 0  # no workflow: any authenticated caller (version, health, CSRF token, storage)
+    PATH = 1  # a path parameter names the workflow (or an id resolved by lookup)
+    BODY = 2  # a JSON body field names the workflow (or an id resolved by lookup)
+    LIST = 3  # a read over many workflows: the response is filtered to what the caller may read
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    system: str
+    name: str  # the upstream's operationId (or a stable name for routes without one)
+    method: str  # "GET", ... or "WEBSOCKET"
+    template: str  # relative to the API root, e.g. "/dags/{dag_id}/dagRuns"
+    action: Action
+    scope: Scope = Scope.PATH
+    param: str = ""  # the path parameter or body field that locates the workflow
+    resolver: str = ""  # how that value becomes a workflow id (see ownership.py); "" = it is one
+    streaming: bool = False  # long-lived response (NDJSON): never buffered
+    inspect_body: bool = False  # the JSON body can raise the action (e.g. job_variables)
+    list_key: str = ""  # LIST reads (and `~` in an Airflow path): the JSON key of the items,
+    #                     "." when the response body is the list itself
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _params: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        params = tuple(re.findall(r"{(\w+)}", self.template))
+        # A parameter is exactly one path segment: never a "/" (see edge.py, which rejects
+        # encoded slashes before matching, so segments here are unambiguous).
+        regex = "".join(
+            f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part)
+            for part in re.split(r"({\w+})", self.template)
+        )
+        object.__setattr__(self, "_pattern", re.compile(regex + r"\Z"))
+        object.__setattr__(self, "_params", params)
+
+    @property
+    def needs_body(self) -> bool:
+        return self.scope == Scope.BODY or self.inspect_body
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if method != self.method:
+            return None
+        m = self._pattern.match(path)
+        return m.groupdict() if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    system: str
+    operations: tuple[Operation, ...]
+    _by_method: dict[str, tuple[Operation, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Literal segments win over parameters, as in the upstreams' routers (Prefect's
+        # `/deployments/filter` before `/deployments/{id}`): try the most literal first.
+        by_method: dict[str, list[Operation]] = {}
+        for op in sorted(self.operations,
+                         key=lambda op: (op.template.count("{"), -len(op.template))):
+            by_method.setdefault(op.method, []).append(op)
+        object.__setattr__(self, "_by_method", {m: tuple(ops) for m, ops in by_method.items()})
+
+    def find(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
+        """The operation for (method, path), with its path parameters."""
+        for op in self._by_method.get(method, ()):
+            params = op.match(method, path)
+            if params is not None:
+                return op, params
+        return None

@@ -1,0 +1,51 @@
+"""RequestContext: everything a request has learned so far, passed forward step to step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.catalog.operation import Action, Operation
+from proxy.errors import Reject
+from proxy.identity import Principal
+from proxy.policy import Decision
+from proxy.settings import UpstreamSettings
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    method: str
+    path: str  # the canonical path as received, without the query
+    query: bytes
+    client: str
+    user_agent: str
+    started: float = field(default_factory=time.perf_counter)
+    upstream: UpstreamSettings | None = None
+    api_path: str = ""  # path relative to the upstream's API root
+    operation: Operation | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    principal: Principal | None = None
+    workflows: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()
+    action: Action | None = None
+    decision: Decision | None = None
+    policy_generation: int | None = None
+    body: bytes | None = None  # buffered only when a step needs it (bounded by the size limit)
+    json: Any = None  # the parsed body, when buffered
+    status: int | None = None
+    upstream_status: int | None = None
+    problem: str | None = None  # the problem type slug of a rejection
+    body_error: Reject | None = None  # why streaming the caller's body stopped
+    response_started: bool = False  # past this point a failure can only cut the stream
+    bytes_in: int = 0
+    bytes_out: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def system(self) -> str | None:
+        return self.upstream.name if self.upstream else None
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)

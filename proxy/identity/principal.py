@@ -1,0 +1,30 @@
+"""Principal: who is calling, as established from a verified access token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    sub: str
+    issuer: str
+    kind: Literal["user", "service"]
+    groups: tuple[str, ...]
+    client_id: str | None
+    expires_at: float  # the token's `exp` (RFC 7519 §4.1.4), seconds since the epoch
+    email: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The identity shown upstream: the subject for users, the client for service accounts."""
+        if self.kind == "service" and self.client_id is not None:
+            return self.client_id
+        return self.sub
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """Policy subjects (DESIGN §3): the caller itself first, then each of its groups."""
+        own = f"sa:{self.name}" if self.kind == "service" else f"user:{self.sub}"
+        return (own, *(f"group:{g}" for g in self.groups))

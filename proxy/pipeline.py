@@ -1,0 +1,407 @@
+"""The request path, top to bottom (DESIGN.md §1).
+
+    1 edge        canonical path, size limit
+    2 route       prefix → upstream; (method, path) → Operation
+    3 authn       bearer token → Principal                               401
+    4 resolve     Operation + request → workflow ids (+ the action the body asks for)
+    5 authz       decide(principal, system, workflow, action) → Decision  403
+    6 credential  the upstream credential for this caller and action
+    7 forward     stream request and response; filter many-workflow lists
+    8 audit       one record per request, whatever happened
+
+Each step reads what earlier steps put in the `RequestContext` and adds to it; none reaches
+back. Any step may raise `Reject`, which becomes a problem+json answer (and is audited).
+Proxied requests are handled as plain ASGI: Starlette's Request/Response cost ~30 % here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from proxy.audit.record import record
+from proxy.audit.sinks import AuditLog
+from proxy.catalog.operation import Action, Catalog, Operation, Scope
+from proxy.context import RequestContext
+from proxy.credentials import Credentials
+from proxy.edge import (
+    canonical_path,
+    downstream_response_headers,
+    forwarded_for,
+    is_trusted,
+    upstream_request_headers,
+)
+from proxy.errors import Reject, bad_request, problem_body, problem_headers
+from proxy.identity import AuthError, Principal, TokenVerifier, bearer_token
+from proxy.listing import filter_list
+from proxy.ownership import Resolver
+from proxy.policy.reload import PolicyStore
+from proxy.settings import Settings
+from proxy.upstream import websocket
+from proxy.upstream.forward import Headers, Upstream
+
+FIRST_MESSAGE_SECONDS = 10.0
+Scope_ = dict[str, Any]
+Receive = Any
+Send = Any
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, verifier: TokenVerifier, policy: PolicyStore,
+                 catalogs: dict[str, Catalog], upstreams: dict[str, Upstream],
+                 credentials: Credentials, resolver: Resolver, audit: AuditLog) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.policy = policy
+        self.catalogs = catalogs
+        self.upstreams = upstreams
+        self.credentials = credentials
+        self.resolver = resolver
+        self.audit = audit
+        self._prefixes = sorted(((u.prefix, u) for u in settings.upstreams),
+                                key=lambda pu: -len(pu[0]))
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def http(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        ctx = new_context(scope)
+        try:
+            await self._http(ctx, scope, receive, send)
+        except Reject as reject:
+            await self._reject(ctx, reject, send)
+        finally:
+            self.audit.write(record(ctx))
+
+    async def _http(self, ctx: RequestContext, scope: Scope_, receive: Receive,
+                    send: Send) -> None:
+        headers: Headers = scope["headers"]
+        # 1 edge
+        ctx.path = canonical_path(scope.get("raw_path") or scope["path"].encode())
+        declared = content_length(headers)
+        if declared is not None and declared > self.settings.limits.max_body_bytes:
+            raise too_large(self.settings.limits.max_body_bytes)
+        # 2 route
+        upstream, catalog = self.route(ctx)
+        # 3 authn (before the catalog: unauthenticated callers learn nothing about it)
+        ctx.principal = await self.authenticate(headers)
+        operation, ctx.params = find_operation(catalog, ctx.method, ctx.api_path)
+        ctx.operation = operation
+        if operation.needs_body:
+            ctx.body = await read_body(receive, self.settings.limits.max_body_bytes)
+            ctx.json = parse_json(ctx.body)
+        # 4 resolve
+        ctx.workflows, ctx.action = await self.resolver.resolve(operation, ctx.params, ctx.json)
+        # 5 authz
+        self.authorize(ctx, ctx.principal, operation)
+        # 6 credential
+        out_headers = self.upstream_headers(ctx, scope, headers)
+        out_headers.append(self.credentials.header(upstream.name, ctx.principal, ctx.action))
+        # 7 forward
+        path_qs = upstream_path(ctx, scope)
+        if listing_of(operation, ctx.params):
+            async def item_workflow(item: dict[str, Any]) -> str:
+                return await self.resolver.item_workflow(operation, item)
+            await filter_list(ctx, upstream, operation, path_qs, out_headers, item_workflow,
+                              self.visible(ctx), send)
+            return
+        body: bytes | AsyncIterator[bytes] | None = ctx.body
+        if body is None and ctx.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            body = stream_body(ctx, receive, self.settings.limits.max_body_bytes)
+        await forward(ctx, upstream, path_qs, out_headers, body, send)
+
+    # -- websockets (Prefect) ------------------------------------------------------------------
+
+    async def websocket(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        ctx = new_context(scope)
+        try:
+            await self._websocket(ctx, scope, receive, send)
+        except Reject as reject:
+            ctx.status, ctx.problem = reject.status, reject.slug
+            # Before accept, a close makes the server answer the upgrade with HTTP 403; after,
+            # it closes the socket with a reason the client can log. A caller already gone
+            # cannot be told.
+            with contextlib.suppress(OSError, RuntimeError):
+                await send({"type": "websocket.close", "code": websocket.POLICY_VIOLATION,
+                            "reason": f"{reject.title}: {reject.detail}"[:120]})
+        finally:
+            self.audit.write(record(ctx))
+
+    async def _websocket(self, ctx: RequestContext, scope: Scope_, receive: Receive,
+                         send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        headers: Headers = scope["headers"]
+        # 1 edge, 2 route
+        ctx.path = canonical_path(scope.get("raw_path") or scope["path"].encode())
+        upstream, catalog = self.route(ctx)
+        if "prefect" not in scope.get("subprotocols", ()):
+            raise bad_request("the prefect websocket subprotocol is required")
+        # 3 authn: on the upgrade when it carries a token, else on the first message
+        on_upgrade = any(k == b"authorization" for k, _ in headers)
+        principal = await self.authenticate(headers) if on_upgrade else None
+        operation, ctx.params = find_operation(catalog, "WEBSOCKET", ctx.api_path)
+        ctx.operation = operation
+        await send({"type": "websocket.accept", "subprotocol": "prefect"})
+        first = await first_message(receive)
+        if principal is None:
+            principal = await self.authenticate(
+                [(b"authorization", b"Bearer " + str(first.get("token") or "").encode())])
+        ctx.principal = principal
+        # 4 resolve, 5 authz
+        ctx.workflows, ctx.action = await self.resolver.resolve(operation, ctx.params, None)
+        self.authorize(ctx, principal, operation)
+        # 6 credential, 7 forward
+        assert self.credentials.prefect is not None
+        ws, answer = await websocket.connect(
+            upstream, upstream_path(ctx, scope), self.upstream_headers(ctx, scope, headers),
+            self.credentials.prefect.auth_string())
+        ctx.upstream_status = 101
+        await send({"type": "websocket.send", "text": answer})
+        result = await websocket.bridge(ws, receive, send, principal.expires_at)
+        ctx.status = result.close_code
+        ctx.notes["websocket"] = {"frames_in": result.frames_in,
+                                  "frames_out": result.frames_out,
+                                  "closed_by": result.closed_by}
+
+    def route(self, ctx: RequestContext) -> tuple[Upstream, Catalog]:
+        for prefix, settings in self._prefixes:
+            if ctx.path == prefix or ctx.path.startswith(prefix + "/"):
+                ctx.upstream = settings
+                rest = ctx.path[len(prefix):]
+                if not rest.startswith(settings.api_root + "/"):
+                    raise Reject(404, "not-found", "Not found",
+                                 f"only the {settings.name} API under "
+                                 f"{prefix}{settings.api_root}/ is served")
+                ctx.api_path = rest[len(settings.api_root):]
+                return self.upstreams[settings.name], self.catalogs[settings.name]
+        raise Reject(404, "not-found", "Not found",
+                     "no upstream is served under this path (known: "
+                     + ", ".join(p for p, _ in self._prefixes) + ")")
+
+    async def authenticate(self, headers: Headers) -> Principal:
+        try:
+            token = bearer_token([v for k, v in headers if k == b"authorization"])
+            return await self.verifier.verify(token)
+        except AuthError as err:
+            raise unauthorized(err) from None
+
+    def authorize(self, ctx: RequestContext, principal: Principal, op: Operation) -> None:
+        snapshot = self.policy.current
+        ctx.policy_generation = snapshot.generation
+        assert ctx.action is not None
+        system = op.system
+        if op.scope == Scope.NONE:
+            # Version, health, CSRF, storage: any authenticated caller. A socket that writes
+            # (events in) needs the caller to hold that right on some workflow.
+            if ctx.action > Action.READ and not snapshot.grants_anywhere(
+                    principal.subjects, system, ctx.action):
+                raise forbidden(f"{ctx.action.label} is granted to you on no {system} "
+                                "workflow")
+            return
+        if op.scope == Scope.LIST or (op.list_key and ctx.params.get(op.param) == "~"):
+            return  # decided item by item on the response (listing.py)
+        owners: list[str] = []
+        for workflow in ctx.workflows:
+            decision = snapshot.decide(principal.subjects, system, workflow, ctx.action)
+            ctx.decision = decision
+            owners.extend(decision.owners)
+            if not decision.allowed:
+                ctx.owners = tuple(dict.fromkeys(owners))
+                raise forbidden(f"{ctx.action.label} on {system} workflow {workflow!r}: "
+                                f"{decision.reason}")
+        ctx.owners = tuple(dict.fromkeys(owners))
+
+    def visible(self, ctx: RequestContext) -> Any:
+        snapshot = self.policy.current
+        principal = ctx.principal
+        assert principal is not None
+        assert ctx.system is not None
+        system = ctx.system
+
+        def can_read(workflow: str) -> bool:
+            return snapshot.decide(principal.subjects, system, workflow, Action.READ).allowed
+        return can_read
+
+    def upstream_headers(self, ctx: RequestContext, scope: Scope_, headers: Headers) -> Headers:
+        out = upstream_request_headers(headers)
+        trusted = is_trusted(ctx.client, self.settings.trusted_proxies)
+        host = next((v for k, v in headers if k == b"host"), b"")
+        out += [
+            (b"x-forwarded-for", forwarded_for(headers, ctx.client, trusted).encode()),
+            (b"x-forwarded-proto", scope.get("scheme", "http").encode()),
+            (b"x-forwarded-host", host),
+            (b"x-request-id", ctx.request_id.encode()),
+        ]
+        return out
+
+    async def _reject(self, ctx: RequestContext, reject: Reject, send: Send) -> None:
+        ctx.status = reject.status
+        ctx.problem = reject.slug
+        if ctx.response_started:
+            return  # too late for an answer: the stream is cut (see forward)
+        body = problem_body(reject.status, reject.slug, reject.title, reject.detail,
+                            ctx.request_id)
+        await send({"type": "http.response.start", "status": reject.status,
+                    "headers": problem_headers(body, ctx.request_id, reject.headers)})
+        await send({"type": "http.response.body", "body": body})
+        ctx.bytes_out = len(body)
+
+
+# -- steps as small functions --------------------------------------------------------------
+
+
+def new_context(scope: Scope_) -> RequestContext:
+    headers: Headers = scope["headers"]
+    client = scope.get("client")
+    return RequestContext(
+        request_id=str(uuid.uuid4()),
+        method=scope.get("method", "WEBSOCKET"),
+        path=scope["path"],
+        query=scope.get("query_string", b""),
+        client=client[0] if client else "",
+        user_agent=next((v.decode("latin-1") for k, v in headers if k == b"user-agent"), ""),
+    )
+
+
+async def first_message(receive: Receive) -> dict[str, Any]:
+    """The `prefect` subprotocol's first message: `{"type": "auth", "token": …}`."""
+    try:
+        async with asyncio.timeout(FIRST_MESSAGE_SECONDS):
+            message = await receive()
+    except TimeoutError:
+        raise unauthorized(AuthError("invalid_request", "no auth message in time")) from None
+    if message["type"] != "websocket.receive":
+        raise Reject(400, "client-disconnected", "Client disconnected", "the socket closed")
+    try:
+        data = orjson.loads(message.get("text") or message.get("bytes") or b"")
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or data.get("type") != "auth":
+        raise unauthorized(AuthError("invalid_request", "the first message must be an auth "
+                                                        "message"))
+    return data
+
+
+def content_length(headers: Headers) -> int | None:
+    values = [v for k, v in headers if k == b"content-length"]
+    if not values:
+        return None
+    if len(set(values)) != 1 or not values[0].isdigit():
+        raise Reject(400, "bad-request", "Bad request", "conflicting or invalid Content-Length")
+    return int(values[0])
+
+
+def find_operation(catalog: Catalog, method: str, api_path: str
+                   ) -> tuple[Operation, dict[str, str]]:
+    found = catalog.find(method, api_path)
+    if found is None:
+        raise Reject(403, "operation-not-in-catalog", "Operation not in catalog",
+                     f"{method} {api_path} is not an operation orchgate knows for "
+                     f"{catalog.system}; unknown operations are denied")
+    return found
+
+
+def listing_of(op: Operation, params: dict[str, str]) -> bool:
+    return op.scope == Scope.LIST or (bool(op.list_key) and params.get(op.param) == "~")
+
+
+def upstream_path(ctx: RequestContext, scope: Scope_) -> bytes:
+    assert ctx.upstream is not None
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    path = raw[len(ctx.upstream.prefix):]
+    return path + (b"?" + ctx.query if ctx.query else b"")
+
+
+def unauthorized(err: AuthError) -> Reject:
+    challenge = 'Bearer realm="orchgate"'
+    if err.error:
+        challenge += f', error="{err.error}", error_description="{err.description}"'
+    return Reject(401, "unauthorized", "Unauthorized", err.description,
+                  headers=((b"www-authenticate", challenge.encode()),))
+
+
+def forbidden(detail: str) -> Reject:
+    return Reject(403, "forbidden", "Forbidden", detail)
+
+
+def too_large(limit: int) -> Reject:
+    return Reject(413, "body-too-large", "Request body too large",
+                  f"the limit is {limit} bytes")
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Reject(400, "bad-request", "Bad request", "the body is not valid JSON") from None
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Reject(400, "client-disconnected", "Client disconnected",
+                         "the client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def stream_body(ctx: RequestContext, receive: Receive, limit: int
+                      ) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            ctx.body_error = Reject(400, "client-disconnected", "Client disconnected",
+                                    "the client went away before sending the whole body")
+            raise ctx.body_error
+        chunk = message.get("body", b"")
+        ctx.bytes_in += len(chunk)
+        if ctx.bytes_in > limit:
+            # Raising inside the upstream write aborts that request: the upstream gets a
+            # broken body, never a complete one. The client learns why (see forward).
+            ctx.body_error = too_large(limit)
+            raise ctx.body_error
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, headers: Headers,
+                  body: bytes | AsyncIterator[bytes] | None, send: Send) -> None:
+    try:
+        await _forward(ctx, upstream, path_qs, headers, body, send)
+    except Reject:
+        # A failure while streaming the caller's body surfaces from aiohttp as a connection
+        # error; the caller's own fault (too large, went away) is the true answer.
+        if ctx.body_error is not None:
+            raise ctx.body_error from None
+        raise
+
+
+async def _forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, headers: Headers,
+                   body: bytes | AsyncIterator[bytes] | None, send: Send) -> None:
+    async with upstream.request(ctx.method, path_qs, headers, body) as response:
+        ctx.upstream_status = ctx.status = response.status
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": [*downstream_response_headers(response.raw_headers),
+                                (b"x-request-id", ctx.request_id.encode())]})
+        ctx.response_started = True
+        async for chunk in response.content.iter_any():
+            ctx.bytes_out += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
