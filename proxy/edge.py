@@ -27,10 +27,11 @@ IDENTITY_PREFIXES = (b"x-forwarded-", b"x-orchgate-", b"x-auth-", b"x-remote-", 
                      b"prefect-automation-", b"x-http-method", b"x-method-override")
 IDENTITY_NAMES = frozenset({b"forwarded", b"x-client-ip", b"true-client-ip", b"client-ip",
                             b"x-cluster-client-ip"})
-# Request headers rewritten by the forwarder itself.
-REWRITTEN = frozenset({b"host", b"content-length", b"expect"})
+# Request headers rewritten by the forwarder itself, or set by orchgate alone (one request id,
+# orchgate's, from the audit record to the upstream's logs).
+REWRITTEN = frozenset({b"host", b"content-length", b"expect", b"x-request-id"})
 
-_FORBIDDEN_IN_SEGMENT = frozenset(b"/\\%;\x7f") | frozenset(range(0x20))
+_FORBIDDEN_IN_SEGMENT = frozenset(b"/\\%;#\x7f") | frozenset(range(0x20))
 
 
 def canonical_path(raw_path: bytes) -> str:
@@ -92,7 +93,8 @@ def upstream_request_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[b
     """
     named_by_connection = {
         token.strip().lower().replace(b"_", b"-")
-        for key, value in headers if key == b"connection" for token in value.split(b",")
+        for key, value in headers if key.lower() == b"connection"
+        for token in value.split(b",")
     }
     out = []
     for key, value in headers:

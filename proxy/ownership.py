@@ -145,6 +145,8 @@ class Resolver:
         """The workflow of one item of a list response."""
         if op.system == "airflow":
             return check_workflow_id(item.get("dag_id"), "dag_id")
+        if op.resolver == "flow_item":
+            return check_workflow_id(item.get("name"), "flow name") + "/-"
         assert self._prefect is not None
         assert op.resolver == "deployment_item"
         flow = await self._prefect.flow_name(item.get("flow_id"))

@@ -37,7 +37,7 @@ from proxy.edge import (
     upstream_request_headers,
 )
 from proxy.errors import Reject, bad_request, problem_body, problem_headers
-from proxy.identity import AuthError, Principal, TokenVerifier, bearer_token
+from proxy.identity import AuthError, KeysUnavailable, Principal, TokenVerifier, bearer_token
 from proxy.listing import filter_list
 from proxy.ownership import Resolver
 from proxy.policy.reload import PolicyStore
@@ -70,12 +70,25 @@ class Pipeline:
 
     async def http(self, scope: Scope_, receive: Receive, send: Send) -> None:
         ctx = new_context(scope)
+        audited = False
+
+        async def send_audited(message: dict[str, Any]) -> None:
+            # 8 audit: the record is written before the response's last message, so a caller
+            # who has the whole answer can rely on the record being there.
+            nonlocal audited
+            if (not audited and message["type"] == "http.response.body"
+                    and not message.get("more_body", False)):
+                audited = True
+                self.audit.write(record(ctx))
+            await send(message)
+
         try:
-            await self._http(ctx, scope, receive, send)
+            await self._http(ctx, scope, receive, send_audited)
         except Reject as reject:
-            await self._reject(ctx, reject, send)
+            await self._reject(ctx, reject, send_audited)
         finally:
-            self.audit.write(record(ctx))
+            if not audited:  # a cut stream or a caller gone: recorded all the same
+                self.audit.write(record(ctx))
 
     async def _http(self, ctx: RequestContext, scope: Scope_, receive: Receive,
                     send: Send) -> None:
@@ -157,9 +170,13 @@ class Pipeline:
         self.authorize(ctx, principal, operation)
         # 6 credential, 7 forward
         assert self.credentials.prefect is not None
-        ws, answer = await websocket.connect(
-            upstream, upstream_path(ctx, scope), self.upstream_headers(ctx, scope, headers),
-            self.credentials.prefect.auth_string())
+        # The handshake fields (key, version, protocol, extensions) belong to each hop: aiohttp
+        # negotiates its own with the upstream.
+        out_headers = [(k, v) for k, v in self.upstream_headers(ctx, scope, headers)
+                       if not k.startswith(b"sec-websocket-")]
+        out_headers.append(self.credentials.header(upstream.name, principal, ctx.action))
+        ws, answer = await websocket.connect(upstream, upstream_path(ctx, scope), out_headers,
+                                             self.credentials.prefect.auth_string())
         ctx.upstream_status = 101
         await send({"type": "websocket.send", "text": answer})
         result = await websocket.bridge(ws, receive, send, principal.expires_at)
@@ -189,6 +206,11 @@ class Pipeline:
             return await self.verifier.verify(token)
         except AuthError as err:
             raise unauthorized(err) from None
+        except KeysUnavailable:
+            # Our outage (the IdP's keys are unknown or too stale), not the caller's fault.
+            raise Reject(503, "keys-unavailable", "Signing keys unavailable",
+                         "the identity provider's keys could not be loaded; try again later",
+                         headers=((b"retry-after", b"5"),)) from None
 
     def authorize(self, ctx: RequestContext, principal: Principal, op: Operation) -> None:
         snapshot = self.policy.current
@@ -318,11 +340,9 @@ def upstream_path(ctx: RequestContext, scope: Scope_) -> bytes:
 
 
 def unauthorized(err: AuthError) -> Reject:
-    challenge = 'Bearer realm="orchgate"'
-    if err.error:
-        challenge += f', error="{err.error}", error_description="{err.description}"'
-    return Reject(401, "unauthorized", "Unauthorized", err.description,
-                  headers=((b"www-authenticate", challenge.encode()),))
+    return Reject(err.status_code, "unauthorized" if err.status_code == 401 else "bad-request",
+                  "Unauthorized" if err.status_code == 401 else "Bad request", err.description,
+                  headers=((b"www-authenticate", err.challenge().encode()),))
 
 
 def forbidden(detail: str) -> Reject:

@@ -195,7 +195,9 @@ class _Reader:
         p = Path(value)
         return p if p.is_absolute() else (self.base / p)
 
-    def url(self, data: Mapping[str, Any], key: str) -> str:
+    def url(self, data: Mapping[str, Any], key: str, exact: bool = False) -> str:
+        """An http(s) URL; trailing slashes dropped unless `exact` (issuers compare exactly:
+        Auth0 and Azure AD v1 issuers end in "/")."""
         value: str = self.get(data, key, str, "", required=True)
         if value:
             parts = urlsplit(value)
@@ -203,7 +205,7 @@ class _Reader:
                 self.problem(key, f"must be an http(s) URL, not {value!r}")
             elif parts.query or parts.fragment or parts.username:
                 self.problem(key, "must not contain credentials, a query or a fragment")
-        return value.rstrip("/")
+        return value if exact else value.rstrip("/")
 
     def secret(self, data: Mapping[str, Any], key: str) -> SecretRef | None:
         """`key: env:NAME` or `key_file: PATH`; exactly one of them; never an inline value."""
@@ -295,7 +297,7 @@ def _listen(r: _Reader, data: Mapping[str, Any]) -> tuple[str, int]:
 
 def _issuers(r: _Reader, data: Mapping[str, Any]) -> list[IssuerSettings]:
     items = r.get(data, "issuers", list, [], required=True)
-    if "issuers" in data and not items:
+    if data.get("issuers") == []:  # a wrong type or a null is already reported
         r.problem("issuers", "must list at least one trusted issuer")
     out: list[IssuerSettings] = []
     with r.at("issuers"):
@@ -303,9 +305,9 @@ def _issuers(r: _Reader, data: Mapping[str, Any]) -> list[IssuerSettings]:
             r.mapping(item, {"issuer", "audiences", "algorithms", "jwks_uri", "groups_claim",
                              "leeway_seconds", "jwks_cooldown_seconds",
                              "jwks_max_stale_seconds", "jwks_refresh_seconds"})
-            issuer = r.url(item, "issuer")
+            issuer = r.url(item, "issuer", exact=True)
             audiences = r.get(item, "audiences", list, [], required=True)
-            if "audiences" in item and not audiences:
+            if item.get("audiences") == []:
                 r.problem("audiences", "must not be empty")
             if any(not isinstance(a, str) or not a for a in audiences):
                 r.problem("audiences", "each audience must be a non-empty string")
@@ -313,7 +315,7 @@ def _issuers(r: _Reader, data: Mapping[str, Any]) -> list[IssuerSettings]:
             if not algorithms:
                 r.problem("algorithms", "must not be empty")
             for alg in algorithms:
-                if alg not in ALLOWED_ALGORITHMS:
+                if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
                     r.problem("algorithms", f"{alg!r} is not allowed (allowed: "
                               f"{', '.join(sorted(ALLOWED_ALGORITHMS))})")
             jwks_uri = r.url(item, "jwks_uri") if "jwks_uri" in item else None
@@ -345,7 +347,7 @@ def _upstreams(r: _Reader, data: Mapping[str, Any]) -> list[UpstreamSettings]:
     out: list[UpstreamSettings] = []
     with r.at("upstreams"):
         r.mapping(ups, set(_UPSTREAM_DEFAULT_PREFIX))
-        if "upstreams" in data and not ups:
+        if data.get("upstreams") == {}:
             r.problem("", "configure at least one of: airflow, prefect")
         for name, parse in (("airflow", _airflow_credential), ("prefect", _prefect_credential)):
             item = r.get(ups, name, dict)
@@ -404,7 +406,7 @@ def _policy(r: _Reader, data: Mapping[str, Any]) -> PolicySettings | None:
         r.mapping(pol, {"model", "files"})
         model = r.get(pol, "model", str, "", required="policy" in data)
         files = r.get(pol, "files", list, [], required="policy" in data)
-        if "files" in pol and not files:
+        if pol.get("files") == []:
             r.problem("files", "must list at least one policy file")
         paths: list[Path] = []
         for i, f in enumerate(files):

@@ -5,6 +5,7 @@ Stdlib only, so the orchgate dev venv, the test fixtures and the demo script can
 Every process starts in its own session (and so its own process group): servers such as the
 Airflow scheduler or a Prefect worker fork children, and stopping the group by its id reaches
 all of them without ever matching processes by name (other checkouts may run the same tools).
+Descendants that move to sessions of their own are tracked by pid and stopped too.
 """
 
 from __future__ import annotations
@@ -66,35 +67,57 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in the process group ``pgid``."""
+@dataclass(frozen=True)
+class _Stat:
+    ppid: int
+    pgrp: int
+    zombie: bool
+    starttime: int  # clock ticks after boot: (pid, starttime) names a process uniquely
+
+
+def _scan() -> dict[int, _Stat] | None:
+    """A snapshot of /proc (None where there is no /proc, i.e. not Linux)."""
     proc_dir = Path("/proc")
-    if not proc_dir.is_dir():  # not Linux: fall back to the signal-0 probe
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    if not proc_dir.is_dir():
+        return None
+    table: dict[int, _Stat] = {}
     for entry in proc_dir.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-        except OSError:
+        except OSError:  # exited while we looked
             continue
-        # Fields after the parenthesised command name: state ppid pgrp ...
+        # Fields after the parenthesised command name: state ppid pgrp session ... (field 22
+        # of the whole line, starttime, is index 19 here).
         rest = stat[stat.rfind(")") + 2 :].split()
-        # Zombies are dead; reparented ones wait for a reaper we do not control.
-        if len(rest) >= 3 and int(rest[2]) == pgid and rest[0] != "Z":
-            return True
-    return False
+        table[int(entry.name)] = _Stat(int(rest[1]), int(rest[2]), rest[0] == "Z", int(rest[19]))
+    return table
+
+
+def _descendants(root: int, table: Mapping[int, _Stat]) -> dict[int, int]:
+    """{pid: starttime} of every live descendant of ``root``."""
+    children: dict[int, list[int]] = {}
+    for pid, st in table.items():
+        children.setdefault(st.ppid, []).append(pid)
+    found: dict[int, int] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if pid not in found and not table[pid].zombie:
+            found[pid] = table[pid].starttime
+            todo.extend(children.get(pid, []))
+    return found
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _signal_pid(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
 
 
 _LIVE: set[Proc] = set()
@@ -112,6 +135,7 @@ class Proc:
     soft_signals: tuple[signal.Signals, ...] = ()
     grace: float = 3.0
     _log: IO[bytes] | None = field(default=None, repr=False)
+    _tracked: dict[int, int] = field(default_factory=dict, repr=False)  # pid -> starttime
 
     @property
     def pid(self) -> int:
@@ -128,33 +152,64 @@ class Proc:
     def tail(self, lines: int = TAIL_LINES) -> str:
         return tail(self.log_path, lines)
 
-    def _wait_group(self, timeout: float) -> bool:
-        """Wait until the leader has exited and the group is empty; True if it is."""
+    def _leftovers(self) -> dict[int, bool]:
+        """{pid: in our group} of live processes in our group or descended from our leader.
+
+        Some tools put children in sessions of their own (a Prefect process worker does so
+        for each flow run). Those are tracked by pid + start time while the leader lives, so
+        a leader that has to be SIGKILLed cannot orphan them unseen.
+        """
+        table = _scan()
+        if table is None:  # no /proc: probe the group with signal 0
+            try:
+                os.killpg(self.pgid, 0)
+            except ProcessLookupError:
+                return {}
+            return {self.pgid: True}
+        if self.popen.poll() is None:  # until reaped, our pid cannot name another process
+            self._tracked.update(_descendants(self.pid, table))
+        return {
+            pid: st.pgrp == self.pgid
+            for pid, st in table.items()
+            if not st.zombie  # dead; a reparented zombie waits for a reaper we do not control
+            and (st.pgrp == self.pgid or self._tracked.get(pid) == st.starttime)
+        }
+
+    def _wait_gone(self, timeout: float) -> bool:
+        """Wait until the leader has exited and nothing of it is left; True if so."""
         deadline = time.monotonic() + timeout
         while True:
             self.popen.poll()  # reap the leader so it does not linger as a zombie
-            if self.popen.returncode is not None and not _group_alive(self.pgid):
+            if self.popen.returncode is not None and not self._leftovers():
                 return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.1)
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """Stop the whole process group: soft signals, SIGTERM, then SIGKILL. Idempotent.
+    def _signal_all(self, sig: signal.Signals) -> None:
+        escaped = [pid for pid, in_group in self._leftovers().items() if not in_group]
+        _signal_group(self.pgid, sig)
+        for pid in escaped:
+            _signal_pid(pid, sig)
 
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop the process group: soft signals, SIGTERM, then SIGKILL. Idempotent.
+
+        Soft signals go to the group only (the tool shuts its own children down); SIGTERM
+        and SIGKILL also reach descendants that moved to sessions of their own.
         Returns the leader's exit code (None if it could not be reaped).
         """
         try:
-            if not self._wait_group(0):
+            if not self._wait_gone(0):
                 for sig in self.soft_signals:
                     _signal_group(self.pgid, sig)
-                    if self._wait_group(self.grace):
+                    if self._wait_gone(self.grace):
                         break
-                if not self._wait_group(0):
-                    _signal_group(self.pgid, signal.SIGTERM)
-                    if not self._wait_group(timeout):
-                        _signal_group(self.pgid, signal.SIGKILL)
-                        self._wait_group(5.0)
+                if not self._wait_gone(0):
+                    self._signal_all(signal.SIGTERM)
+                    if not self._wait_gone(timeout):
+                        self._signal_all(signal.SIGKILL)
+                        self._wait_gone(5.0)
         finally:
             if self._log is not None:
                 self._log.close()
@@ -201,9 +256,11 @@ def start(
     soft_signals: tuple[signal.Signals, ...] = (),
     grace: float = 3.0,
 ) -> Proc:
-    """Start ``argv`` in a new session, stdout+stderr appended to ``log_path``.
+    """Start ``argv`` in a new session, stdout+stderr to ``log_path`` (truncated first).
 
-    ``env`` is the complete environment (None inherits ours).
+    ``env`` is the complete environment (None inherits ours); keep secrets there, not in
+    ``argv``, which is written to the log. ``soft_signals`` go to the group before SIGTERM
+    on ``stop()``, ``grace`` seconds apart.
     """
     log = _open_log(log_path, name, argv)
     try:

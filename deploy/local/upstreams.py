@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -64,7 +65,7 @@ EXAMPLE_DEPLOYMENTS = {
     "shared-housekeeping/daily": "shared",
 }
 
-# Fixed test users/roles of Airflow's SimpleAuthManager; tokens carry the role themselves.
+# SimpleAuthManager roles, lowest to highest; a token with any other role gets HTTP 500.
 AIRFLOW_ROLES = ("viewer", "user", "op", "admin")
 
 
@@ -74,7 +75,7 @@ def _clean_env(venv: Path, extra: Mapping[str, str]) -> dict[str, str]:
     A developer's shell (or CI) may export AIRFLOW_*/PREFECT_* settings or a PYTHONPATH of
     another venv; inheriting those would make the local servers talk to the wrong place.
     """
-    drop = ("AIRFLOW_", "AIRFLOW__", "PREFECT_", "PYTHON", "VIRTUAL_ENV", "CONDA_")
+    drop = ("AIRFLOW_", "PREFECT_", "PYTHON", "VIRTUAL_ENV", "CONDA_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     # No __pycache__ dirs inside the repo's dags/ and flows/ folders.
@@ -248,6 +249,7 @@ def start_airflow(
     Returns once the API is healthy and serves the DAGs in ``expect_dags`` (default: one per
     ``*.py`` file in ``dags_src``, named like the file). Stop with ``handle.stop()`` or use it as
     a context manager; on a failed start everything already started is stopped again.
+    A reused ``home`` keeps its database: earlier runs, pause flags, variables and so on.
     """
     airflow = _require_venv(AIRFLOW_VENV, "airflow")
     home = home.resolve()
@@ -272,6 +274,15 @@ def start_airflow(
     )
 
     with Stack() as stack:
+        # Started first so it stops last: the scheduler's shutdown waits for running tasks,
+        # and those report their state through the api-server's execution API.
+        api = stack.start(
+            "airflow-api-server",
+            [str(airflow), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            env,
+            home,
+            logs / "api-server.log",
+        )
         # The dag-processor parses the DAG files while the API server boots, so DAGs become
         # visible without a separate (sequential) `airflow dags reserialize`.
         stack.start(
@@ -289,13 +300,6 @@ def start_airflow(
             env,
             home,
             logs / "scheduler.log",
-        )
-        api = stack.start(
-            "airflow-api-server",
-            [str(airflow), "api-server", "--host", "127.0.0.1", "--port", str(port)],
-            env,
-            home,
-            logs / "api-server.log",
         )
         remaining = max(1.0, deadline - time.monotonic())
         wait_http(f"{url}/api/v2/monitor/health", remaining, proc=api)
@@ -320,7 +324,6 @@ def start_airflow(
             describe=lambda: last["seen"],
         )
         return AirflowHandle(url, home, env, stack.pop_all(), jwt_secret)
-    raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
 
 # --------------------------------------------------------------------------------- Prefect
@@ -429,7 +432,6 @@ def start_prefect(home: Path, auth_string: str, *, timeout: float = 90.0) -> Pre
             headers=basic_auth_header(auth_string),
         )
         return PrefectHandle(url, home, auth_string, stack.pop_all())
-    raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
 
 def register_prefect_examples(handle: PrefectHandle, *, timeout: float = 120.0) -> dict[str, str]:
@@ -468,10 +470,17 @@ def register_prefect_examples(handle: PrefectHandle, *, timeout: float = 120.0) 
 
 
 def start_prefect_worker(
-    handle: PrefectHandle, pool: str = "local", *, timeout: float = 60.0
+    handle: PrefectHandle,
+    pool: str = "local",
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
 ) -> Proc:
     """Start a process worker for ``pool`` and return once the server lists it as online.
 
+    By default the worker talks to the server directly with the auth string; ``extra_env``
+    overrides that (e.g. ``PREFECT_API_URL`` of the proxy plus ``PREFECT_CLIENT_CUSTOM_HEADERS``);
+    an empty value removes a variable, e.g. ``{"PREFECT_API_AUTH_STRING": ""}``.
     The caller owns the returned Proc (``proc.stop()``, or ``stack.add(proc)``). Stopping sends
     SIGINT twice (a worker's first SIGINT only starts a graceful shutdown) before SIGTERM.
     """
@@ -480,7 +489,12 @@ def start_prefect_worker(
     # Poll every 2 s instead of 10 s so created runs start promptly.
     env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
     env["PREFECT_WORKER_HEARTBEAT_SECONDS"] = "5"
-    name = f"orchgate-local-{os.getpid()}-{free_port()}"
+    for key, value in (extra_env or {}).items():
+        if value:
+            env[key] = value
+        else:
+            env.pop(key, None)
+    name = f"orchgate-local-{secrets.token_hex(4)}"
     worker = start(
         "prefect-worker",
         [
@@ -498,7 +512,7 @@ def start_prefect_worker(
         ],
         env,
         handle.home,
-        handle.home / "proc-logs" / f"worker-{pool}.log",
+        handle.home / "proc-logs" / f"worker-{name}.log",
         soft_signals=(signal.SIGINT, signal.SIGINT),
         grace=3.0,
     )

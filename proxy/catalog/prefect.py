@@ -31,6 +31,8 @@ CATALOG = Catalog(SYSTEM, (
     _op("create_flow", "POST", "/flows/", Action.RUN, scope=Scope.BODY, param="name",
         resolver="flow_name"),
     _op("read_flow", "GET", "/flows/{id}", Action.READ, param="id", resolver="flow_id"),
+    _op("read_flows", "POST", "/flows/filter", Action.READ, scope=Scope.LIST, list_key=".",
+        resolver="flow_item"),
     # Flow runs: with `deployment_id` it is "run that deployment".
     _op("create_flow_run", "POST", "/flow_runs/", Action.RUN, scope=Scope.BODY,
         resolver="flow_run_create", inspect_body=True),

@@ -35,6 +35,7 @@ CACHE_SIZE = 10_000
 _B64TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 # RFC 7515 §7.1: the compact serialization is three base64url parts without padding (§2).
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]*")  # empty is left to the algorithm check (`alg: none`)
 # A token naming its own key or extensions we must understand is refused, never followed
 # (RFC 8725 §3.10; RFC 7515 §4.1.2-4.1.6 and §4.1.11).
 _FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c", "crit")
@@ -235,7 +236,8 @@ _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims, before any check: used only to choose the issuer, algorithm and key."""
     parts = token.split(".")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
+    if len(parts) != 3 or not (_SEGMENT.fullmatch(parts[0]) and _SEGMENT.fullmatch(parts[1])
+                               and _SIGNATURE.fullmatch(parts[2])):
         raise _invalid("malformed token")  # also a JWE (five parts): not accepted here
     return _json_segment(parts[0]), _json_segment(parts[1])
 

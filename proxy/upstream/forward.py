@@ -80,16 +80,18 @@ class Upstream:
     async def get_json(self, raw_path_and_query: bytes, headers: Headers,
                        method: str = "GET", body: bytes | None = None) -> tuple[int, Any]:
         """A control-plane call (lookups, list pages): the status and the parsed JSON."""
-        async with self.request(method, raw_path_and_query,
-                                [*headers, (b"accept", b"application/json")]
-                                + ([(b"content-type", b"application/json")] if body else []),
-                                body) as response:
+        own = {b"accept", b"accept-encoding", b"content-type", b"content-length"}
+        sent = [(k, v) for k, v in headers if k not in own]
+        sent += [(b"accept", b"application/json"), (b"accept-encoding", b"identity")]
+        if body is not None:
+            sent.append((b"content-type", b"application/json"))
+        async with self.request(method, raw_path_and_query, sent, body) as response:
             data = await response.read()
-            try:
-                return response.status, orjson.loads(data) if data else None
-            except orjson.JSONDecodeError:
-                raise Reject(502, "upstream-error", "Bad gateway",
-                             f"{self.name} answered with malformed JSON") from None
+        try:
+            return response.status, orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            raise Reject(502, "upstream-error", "Bad gateway",
+                         f"{self.name} answered with malformed JSON") from None
 
     async def healthy(self, path: str) -> tuple[bool, str]:
         try:

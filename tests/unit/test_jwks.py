@@ -50,8 +50,8 @@ class FakeClock:
 class FakeIdP:
     """Discovery and JWKS endpoints; records every request path."""
 
-    def __init__(self, *keys: dict[str, Any]) -> None:
-        self.keys = list(keys)
+    def __init__(self, *keys: Any) -> None:
+        self.keys: list[Any] = list(keys)
         self.down = False
         self.requests: list[str] = []
         self.discovery: dict[str, Any] = {"issuer": ISSUER, "jwks_uri": JWKS_URI}
@@ -91,7 +91,8 @@ def test_warm_loads_the_keys() -> None:
             cache = JwksCache(settings(), http, clock)
             await cache.warm()
             key = await cache.get("a")
-            assert key.key_id == "a" and key.accepts("RS256")
+            assert key.key_id == "a"
+            assert key.accepts("RS256")
             assert cache.status() == {"keys": 1, "age_seconds": 0.0, "usable": True,
                                       "last_error": None}
 
@@ -280,7 +281,7 @@ def test_warm_with_the_idp_down_records_the_error() -> None:
 
 
 def test_only_public_signature_keys_for_allowed_algorithms_are_kept() -> None:
-    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - on purpose
     private = {**rsa_jwk("private"), "d": "AQAB"}
     idp = FakeIdP(
         rsa_jwk("good"),
@@ -320,10 +321,13 @@ def test_key_alg_and_type_decide_what_a_key_verifies() -> None:
                               FakeClock())
             await cache.warm()
             rs, any_rsa, ec_key = [await cache.get(k) for k in ("rs", "any-rsa", "ec")]
-            assert rs.accepts("RS256") and not rs.accepts("PS256")
-            assert any_rsa.accepts("RS256") and any_rsa.accepts("PS256")
+            assert rs.accepts("RS256")
+            assert not rs.accepts("PS256")
+            assert any_rsa.accepts("RS256")
+            assert any_rsa.accepts("PS256")
             assert not any_rsa.accepts("ES256")
-            assert ec_key.accepts("ES256") and not ec_key.accepts("ES384")
+            assert ec_key.accepts("ES256")
+            assert not ec_key.accepts("ES384")
 
     asyncio.run(scenario())
 
@@ -373,7 +377,8 @@ def test_a_bad_response_keeps_the_last_good_set(response: httpx2.Response, error
             idp.response = response
             await cache.refresh()
             status = cache.status()
-            assert status["last_error"] == error and status["usable"] is True
+            assert status["last_error"] == error
+            assert status["usable"] is True
             assert (await cache.get("a")).key_id == "a"
 
     asyncio.run(scenario())

@@ -1,0 +1,65 @@
+# orchgate — the two commands: `make demo` (the whole local stack) and `make test` (everything).
+# Both install what they need into the checkout and reuse it on the next run.
+
+PYTHON ?= python3
+NPM ?= npm
+VENV := .venv
+AIRFLOW_VENV := .venvs/airflow
+PREFECT_VENV := .venvs/prefect
+IDP_DIR := deploy/dev-idp
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: demo test install lint types unit component integration clean-stack check-tools
+
+demo: install
+	$(VENV)/bin/python deploy/local/demo.py
+
+test: install lint types
+	$(VENV)/bin/python -m pytest
+
+install: check-tools $(VENV)/.installed $(AIRFLOW_VENV)/.installed $(PREFECT_VENV)/.installed \
+         $(IDP_DIR)/node_modules/.installed
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+types: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/unit
+
+component: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/component
+
+integration: install
+	$(VENV)/bin/python -m pytest tests/integration
+
+check-tools:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "orchgate needs Python 3.11 or newer (set PYTHON=...)")'
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
+	  || (echo "the development identity provider needs Node.js 20 or newer" >&2; exit 1)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+# Airflow and Prefect live in venvs of their own: their dependency trees conflict with each
+# other and with orchgate's. The constraints files pin what was tested.
+$(AIRFLOW_VENV)/.installed: deploy/local/constraints-airflow.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install $(PIP_FLAGS) -c deploy/local/constraints-airflow.txt apache-airflow==3.3.2
+	touch $@
+
+$(PREFECT_VENV)/.installed: deploy/local/constraints-prefect.txt
+	test -x $(PREFECT_VENV)/bin/python || $(PYTHON) -m venv $(PREFECT_VENV)
+	$(PREFECT_VENV)/bin/pip install $(PIP_FLAGS) -c deploy/local/constraints-prefect.txt prefect==3.9.1
+	touch $@
+
+$(IDP_DIR)/node_modules/.installed: $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
+	cd $(IDP_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean-stack:
+	rm -rf .stack

@@ -1,0 +1,140 @@
+"""proxy.catalog: every listed route is found, literal segments win, parameters stay in one."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from proxy.catalog import airflow, prefect
+from proxy.catalog.operation import Action, Catalog, Operation, Scope
+
+ALL = [*airflow.CATALOG.operations, *prefect.CATALOG.operations]
+CATALOGS = {"airflow": airflow.CATALOG, "prefect": prefect.CATALOG}
+
+# Values shaped like the real ones: an Airflow run id with `+` and `:`, a Prefect UUID.
+SAMPLES = {
+    "dag_id": "team_a_etl",
+    "dag_run_id": "manual__2024-05-01T10:00:00+00:00",
+    "id": "0b7a3f8e-2d2c-4f59-9a77-4c1c3e0e9f10",
+    "flow_name": "team-a-etl",
+    "deployment_name": "nightly",
+}
+
+
+def concrete(template: str) -> tuple[str, dict[str, str]]:
+    params = {name: SAMPLES.get(name, f"value-of-{name}")
+              for name in re.findall(r"{(\w+)}", template)}
+    return template.format(**params), params
+
+
+def test_the_catalogs_are_not_empty_and_names_are_unique() -> None:
+    for system, catalog in CATALOGS.items():
+        assert catalog.operations
+        assert all(op.system == system for op in catalog.operations)
+        names = [op.name for op in catalog.operations]
+        assert len(names) == len(set(names)), system
+
+
+@pytest.mark.parametrize("op", ALL, ids=[f"{op.system}.{op.name}" for op in ALL])
+def test_every_operation_is_found_for_a_path_made_from_its_template(op: Operation) -> None:
+    path, params = concrete(op.template)
+
+    found = CATALOGS[op.system].find(op.method, path)
+
+    assert found is not None
+    assert found[0] is op
+    assert found[1] == params
+
+
+@pytest.mark.parametrize("op", ALL, ids=[f"{op.system}.{op.name}" for op in ALL])
+def test_a_parameter_never_spans_a_slash(op: Operation) -> None:
+    if "{" not in op.template:
+        # Nothing to stretch; a longer path is simply unknown.
+        path, _ = concrete(op.template)
+        assert CATALOGS[op.system].find(op.method, path.rstrip("/") + "/extra/x") is None
+        return
+    name = re.findall(r"{(\w+)}", op.template)[-1]
+    path, _ = concrete(op.template.replace("{" + name + "}", "a/b"))
+
+    found = CATALOGS[op.system].find(op.method, path)
+
+    assert found is None or found[0] is not op, found
+
+
+def test_a_literal_route_beats_a_parameter_route() -> None:
+    found = prefect.CATALOG.find("POST", "/deployments/filter")
+
+    assert found is not None
+    assert found[0].name == "read_deployments"
+    assert found[0].action is Action.READ
+    assert found[0].scope is Scope.LIST
+    assert found[1] == {}
+
+
+def test_literal_first_whatever_the_declaration_order() -> None:
+    by_id = Operation("prefect", "read_thing", "GET", "/things/{id}", Action.READ, param="id")
+    by_id_sub = Operation("prefect", "thing_runs", "GET", "/things/{id}/runs", Action.READ,
+                          param="id")
+    literal = Operation("prefect", "count_things", "GET", "/things/count", Action.READ,
+                        scope=Scope.NONE)
+    literal_sub = Operation("prefect", "count_runs", "GET", "/things/count/runs", Action.READ,
+                            scope=Scope.NONE)
+    catalog = Catalog("prefect", (by_id, by_id_sub, literal, literal_sub))
+
+    assert catalog.find("GET", "/things/count") == (literal, {})
+    assert catalog.find("GET", "/things/count/runs") == (literal_sub, {})
+    assert catalog.find("GET", "/things/42") == (by_id, {"id": "42"})
+    assert catalog.find("GET", "/things/42/runs") == (by_id_sub, {"id": "42"})
+
+
+def test_a_route_is_classified_by_method_and_path() -> None:
+    # Prefect: GET /flows/{id} reads, POST /flows/ creates (the run right, see the catalog).
+    read = prefect.CATALOG.find("GET", "/flows/abc")
+    create = prefect.CATALOG.find("POST", "/flows/")
+
+    assert read is not None and (read[0].name, read[0].action) == ("read_flow", Action.READ)
+    assert create is not None and (create[0].name, create[0].action) == ("create_flow", Action.RUN)
+
+
+@pytest.mark.parametrize(("system", "method", "path"), [
+    ("airflow", "DELETE", "/dags/team_a_etl"),  # a method the catalog does not list
+    ("airflow", "PUT", "/dags/team_a_etl"),
+    ("airflow", "get", "/dags/team_a_etl"),  # methods are exact
+    ("airflow", "GET", "/variables/secret_key"),  # a route the catalog does not list
+    ("airflow", "GET", "/dags/"),  # an empty parameter is no parameter
+    ("airflow", "GET", "/dags/team_a_etl/"),
+    ("airflow", "GET", "/api/v2/dags"),  # templates are relative to the API root
+    ("airflow", "GET", "/x/dags"),  # anchored at the start ...
+    ("airflow", "GET", "/dags/team_a_etl/details/x"),  # ... and at the end
+    ("airflow", "GET", "/DAGS"),  # case-sensitive
+    ("airflow", "WEBSOCKET", "/dags"),
+    ("prefect", "POST", "/flows"),  # Prefect's collection route has the slash
+    ("prefect", "GET", "/deployments/name/only-flow"),
+    ("prefect", "POST", "/deployments/"),  # overwriting deployments is not in the catalog
+    ("prefect", "GET", "/events/in"),  # the websocket route is not an HTTP one
+    ("prefect", "", ""),
+])
+def test_unknown_method_or_path_is_none(system: str, method: str, path: str) -> None:
+    assert CATALOGS[system].find(method, path) is None
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/dags/a/b", None),  # would be get_dag with dag_id "a/b" if a parameter spanned "/"
+    ("/dags/a/b/dagRuns", None),
+    ("/dags/a/dagRuns/x/y", None),
+    ("/dags/a/dagRuns/x/wait", "wait_dag_run_until_finished"),
+    ("/dags/a/dagRuns/wait", "get_dag_run"),  # a run id may be called "wait"
+])
+def test_airflow_paths_split_on_slashes(path: str, expected: str | None) -> None:
+    found = airflow.CATALOG.find("GET", path)
+
+    assert (found[0].name if found else None) == expected
+
+
+def test_path_parameters_are_returned_as_given() -> None:
+    found = prefect.CATALOG.find("GET", "/deployments/name/my-flow/nightly")
+
+    assert found is not None
+    assert found[0].name == "read_deployment_by_name"
+    assert found[1] == {"flow_name": "my-flow", "deployment_name": "nightly"}
