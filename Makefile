@@ -9,7 +9,7 @@ PREFECT_VENV := .venvs/prefect
 IDP_DIR := deploy/dev-idp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test install lint types unit component integration clean-stack check-tools
+.PHONY: demo test install lint types unit component integration bench clean-stack check-tools
 
 demo: install
 	$(VENV)/bin/python deploy/local/demo.py
@@ -63,3 +63,6 @@ $(IDP_DIR)/node_modules/.installed: $(IDP_DIR)/package.json $(IDP_DIR)/package-l
 
 clean-stack:
 	rm -rf .stack
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/run.py

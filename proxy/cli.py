@@ -65,7 +65,7 @@ def _serve(config: Path, host: str, port: int, workers: int) -> int:
     os.environ["ORCHGATE_CONFIG"] = str(config.resolve())
     uvicorn.run(
         "proxy.cli:app_from_env", factory=True, host=host, port=port, workers=workers,
-        http="httptools", loop="uvloop", ws="websockets", lifespan="on",
+        http="httptools", loop="uvloop", ws="websockets-sansio", lifespan="on",
         # orchgate sets X-Forwarded-* itself and trusts only configured proxies; uvicorn's
         # own proxy-header handling would rewrite the client address before it.
         proxy_headers=False, server_header=False, access_log=False,

@@ -27,9 +27,8 @@ IDENTITY_PREFIXES = (b"x-forwarded-", b"x-orchgate-", b"x-auth-", b"x-remote-", 
                      b"prefect-automation-", b"x-http-method", b"x-method-override")
 IDENTITY_NAMES = frozenset({b"forwarded", b"x-client-ip", b"true-client-ip", b"client-ip",
                             b"x-cluster-client-ip"})
-# Request headers rewritten by the forwarder itself, or set by orchgate alone (one request id,
-# orchgate's, from the audit record to the upstream's logs).
-REWRITTEN = frozenset({b"host", b"content-length", b"expect", b"x-request-id"})
+# Request headers rewritten by the forwarder itself.
+REWRITTEN = frozenset({b"host", b"content-length", b"expect"})
 
 _FORBIDDEN_IN_SEGMENT = frozenset(b"/\\%;#\x7f") | frozenset(range(0x20))
 

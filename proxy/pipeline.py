@@ -250,7 +250,9 @@ class Pipeline:
         return can_read
 
     def upstream_headers(self, ctx: RequestContext, scope: Scope_, headers: Headers) -> Headers:
-        out = upstream_request_headers(headers)
+        # One request id, orchgate's, from the audit record to the upstream's logs: a caller's
+        # own X-Request-ID would reach the upstream beside it and win in its logs.
+        out = [(k, v) for k, v in upstream_request_headers(headers) if k != b"x-request-id"]
         trusted = is_trusted(ctx.client, self.settings.trusted_proxies)
         host = next((v for k, v in headers if k == b"host"), b"")
         out += [

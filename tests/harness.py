@@ -41,6 +41,7 @@ import uvicorn
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from uvicorn.config import UvicornDeprecationWarning
 
 from proxy.app import create_app
 from proxy.settings import Settings, parse_settings
@@ -59,8 +60,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="websockets.legacy is deprecated",
                             category=DeprecationWarning)
     warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated",
-                            category=uvicorn.config.UvicornDeprecationWarning)
-    import uvicorn.protocols.websockets.websockets_impl  # noqa: F401
+                            category=UvicornDeprecationWarning)
+    import uvicorn.protocols.websockets.websockets_impl
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = REPO / "policies"
@@ -289,8 +290,8 @@ class Received:
     target: str  # the raw request-target: path and query exactly as sent
     headers: tuple[tuple[str, str], ...]
     received_at: float  # time.monotonic() when the headers arrived
-    body: bytes = b""
-    complete: bool = False  # the whole body arrived (False: the sender aborted mid-body)
+    body: bytes = b""  # as much as has arrived
+    complete: bool = False  # the whole body arrived (False: still arriving, or aborted)
     websocket: bool = False
 
     @property
@@ -426,7 +427,8 @@ class RecordingUpstream(_AiohttpServer):
                     request.headers.get("Upgrade", "").lower() == "websocket":
                 received.websocket = received.complete = True
                 return await self._socket(request, received)
-            received.body = await request.content.read()
+            async for chunk in request.content.iter_any():  # a partial body stays visible
+                received.body += chunk
             received.complete = True
             script = self._scripts.get((received.method, received.path)) \
                 or self._scripts.get(("*", received.path)) or self.default

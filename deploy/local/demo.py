@@ -46,13 +46,16 @@ Airflow through orchgate with curl:
 Airflow with airflowctl:
     export AIRFLOW_HOME=$PWD/.stack/airflowctl AIRFLOW_CLI_TOKEN=$TOKEN
     .venv/bin/airflowctl auth login --api-url {url}/airflow --api-token "$TOKEN" --skip-keyring
-    .venv/bin/airflowctl dags get --dag-id team_a_etl
+    .venv/bin/airflowctl dags list -o table
+    .venv/bin/airflowctl dags trigger team_a_etl
+    .venv/bin/airflowctl dags pause team_a_reporting
 
 Prefect through orchgate with the prefect CLI:
     export PREFECT_API_URL={url}/prefect/api PREFECT_API_KEY=$TOKEN
     export PREFECT_CLIENT_CUSTOM_HEADERS="{{\\"Authorization\\": \\"Bearer $TOKEN\\"}}"
     .venvs/prefect/bin/prefect deployment ls
-    .venvs/prefect/bin/prefect deployment run team-a-etl/nightly
+    .venvs/prefect/bin/prefect deployment run team-a-etl/nightly     # a worker runs it
+    .venvs/prefect/bin/prefect flow-run ls
 
 Watch the audit trail:
     tail -f {stack.audit_file.relative_to(ROOT)}
@@ -69,7 +72,7 @@ def main() -> int:
     print("starting the dev identity provider, Airflow, Prefect and orchgate …", flush=True)
     port = int(os.environ.get("ORCHGATE_PORT", "0")) or None
     try:
-        with local_stack(workdir, orchgate_port=port) as stack:
+        with local_stack(workdir, orchgate_port=port, worker=True) as stack:
             print(f"(ready in {time.monotonic() - started:.0f} s)")
             print(usage(stack), flush=True)
             while not stop.wait(1.0):

@@ -23,6 +23,7 @@ from upstreams import (
     register_prefect_examples,
     start_airflow,
     start_prefect,
+    start_prefect_worker,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,8 +154,13 @@ audit:
 
 
 @contextmanager
-def local_stack(workdir: Path, orchgate_port: int | None = None) -> Iterator[LocalStack]:
-    """Start everything, yield it, stop everything (in reverse order, also on failure)."""
+def local_stack(workdir: Path, orchgate_port: int | None = None,
+                worker: bool = False) -> Iterator[LocalStack]:
+    """Start everything, yield it, stop everything (in reverse order, also on failure).
+
+    `worker`: also start a Prefect process worker for the example deployments' pool (it talks
+    to the Prefect server directly, as the platform's own infrastructure).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     client_secrets = {c: secrets.token_urlsafe(24) for c in [HUMAN_CLIENT, *SERVICES]}
     airflow_secret = secrets.token_urlsafe(48)
@@ -168,6 +174,8 @@ def local_stack(workdir: Path, orchgate_port: int | None = None) -> Iterator[Loc
         prefect = start_prefect(workdir / "prefect", prefect_auth)
         stack.callback(prefect.stop)
         deployments = register_prefect_examples(prefect)
+        if worker:
+            stack.add(start_prefect_worker(prefect))
         port = orchgate_port or free_port()
         config = _orchgate_config(workdir, issuer, airflow.url, prefect.url, port)
         orchgate = stack.start(

@@ -163,6 +163,12 @@ class AirflowHandle:
         self.stop()
 
 
+def _airflow_release() -> str:
+    """The installed apache-airflow distributions (core, task SDK, providers), import-free."""
+    site = AIRFLOW_VENV.glob("lib/python*/site-packages/apache_airflow*.dist-info")
+    return "\n".join(sorted(p.name.removesuffix(".dist-info") for p in site))
+
+
 def _airflow_env(home: Path, jwt_secret: str, dags_src: Path, port: int) -> dict[str, str]:
     url = f"http://127.0.0.1:{port}"
     return _clean_env(
@@ -263,15 +269,22 @@ def start_airflow(
     env = _airflow_env(home, jwt_secret, dags_src, port)
     deadline = time.monotonic() + timeout
 
-    # Idempotent: creates the schema on a fresh home, a quick no-op check on a reused one.
-    run(
-        "airflow-db-migrate",
-        [str(airflow), "db", "migrate"],
-        env,
-        home,
-        logs / "db-migrate.log",
-        timeout=timeout,
-    )
+    # `db migrate` is idempotent but costs ~2.5 s even when there is nothing to do, so a
+    # reused home remembers which Airflow release migrated it. (Should the marker lie, the
+    # api-server refuses to start on an unmigrated DB and the log tail says so.)
+    marker = home / ".orchgate-migrated"
+    release = _airflow_release()
+    db_file = home / "airflow.db"
+    if not (db_file.exists() and marker.exists() and marker.read_text() == release):
+        run(
+            "airflow-db-migrate",
+            [str(airflow), "db", "migrate"],
+            env,
+            home,
+            logs / "db-migrate.log",
+            timeout=timeout,
+        )
+        marker.write_text(release)
 
     with Stack() as stack:
         # Started first so it stops last: the scheduler's shutdown waits for running tasks,

@@ -1,0 +1,175 @@
+"""Throughput and latency through orchgate vs direct, on loopback. `make bench`.
+
+An nginx (Debian's `nginx-light`) serves a 1 KB JSON body as the upstream and also the JWKS
+of an RSA key generated here; orchgate runs its full pipeline in front of it (RS256 token
+verification with the verified-token cache, catalog, decision, per-caller Airflow credential,
+streaming forward, audit record to a file). wrk drives each target for a bounded time.
+
+Results: printed, and written to benchmarks/results/<UTC date>-proxy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parents[1]
+PATH = "/api/v2/dags/team_a_etl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def b64(n: int) -> str:
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def nginx_conf(root: Path, port: int) -> str:
+    return f"""
+daemon off; master_process off; worker_processes 1; pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off; default_type application/json;
+  client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp;
+  fastcgi_temp_path {root}/tmp; uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+  server {{
+    listen 127.0.0.1:{port}; root {root};
+    location = /.well-known/openid-configuration {{ alias {root}/discovery.json; }}
+    location = /jwks.json {{ alias {root}/jwks.json; }}
+    location / {{ try_files /body.json =404; }}
+  }}
+}}
+"""
+
+
+def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+         "-H", f"Authorization: Bearer {token}", url],
+        capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_second": rps, "p50": _ms(lat["50"]), "p99": _ms(lat["99"]),
+            "non_2xx": float(errors.group(1)) if errors else 0.0}
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return round(float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 3)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{tool} is not installed (Debian: apt-get install wrk nginx-light)")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with tempfile.TemporaryDirectory(prefix="orchgate-bench-") as tmp:
+        root = Path(tmp)
+        (root / "tmp").mkdir()
+        up_port, proxy_port = free_port(), free_port()
+        issuer = f"http://127.0.0.1:{up_port}"
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pub = key.public_key().public_numbers()
+        (root / "jwks.json").write_text(json.dumps({"keys": [
+            {"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
+             "n": b64(pub.n), "e": b64(pub.e)}]}))
+        (root / "discovery.json").write_text(json.dumps(
+            {"issuer": issuer, "jwks_uri": issuer + "/jwks.json"}))
+        item = {"dag_id": "team_a_etl", "description": "x" * 900, "is_paused": False}
+        (root / "body.json").write_text(json.dumps(item))
+        (root / "nginx.conf").write_text(nginx_conf(root, up_port))
+        (root / "airflow-secret").write_text(secrets.token_urlsafe(48))
+        (root / "orchgate.yaml").write_text(f"""
+listen: {{host: 127.0.0.1, port: {proxy_port}}}
+issuers: [{{issuer: "{issuer}", audiences: [orchgate], algorithms: [RS256]}}]
+upstreams:
+  airflow:
+    url: {issuer}
+    credential: {{mode: jwt-hs512, signing_secret_file: airflow-secret}}
+policy: {{model: {ROOT}/policies/model.conf, files: [{ROOT}/policies/policy.csv]}}
+audit: {{file: audit.jsonl, stdout: false}}
+""")
+        now = int(time.time())
+        token = jwt.encode({"iss": issuer, "aud": "orchgate", "sub": "alice",
+                            "groups": ["team-a-deployers"], "iat": now, "exp": now + 3600},
+                           key, algorithm="RS256", headers={"kid": "bench"})
+        procs = [subprocess.Popen([nginx, "-p", str(root), "-c", str(root / "nginx.conf")],
+                                  start_new_session=True)]
+        try:
+            wait_port(up_port)
+            procs.append(subprocess.Popen(
+                [str(ROOT / ".venv/bin/orchgate"), "serve", "--config",
+                 str(root / "orchgate.yaml")], start_new_session=True,
+                stdout=subprocess.DEVNULL, env={**os.environ}))
+            wait_port(proxy_port)
+            targets = {"direct": f"{issuer}{PATH}",
+                       "orchgate": f"http://127.0.0.1:{proxy_port}/airflow{PATH}"}
+            results: dict[str, dict[str, dict[str, float]]] = {}
+            for c in args.connections:
+                for name, url in targets.items():
+                    wrk(url, token, c, 2)  # warm-up (keys, caches, pools)
+                    results.setdefault(f"c{c}", {})[name] = wrk(url, token, c, args.seconds)
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+                proc.wait(timeout=10)
+        audit_lines = sum(1 for _ in (root / "audit.jsonl").open())
+    report = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "command": "make bench",
+        "audit_records_written": audit_lines,
+        "results": results,
+    }
+    for level, pair in results.items():
+        d, o = pair["direct"], pair["orchgate"]
+        print(f"{level:>4}: direct {d['requests_per_second']:>9.0f} req/s p50 {d['p50']} ms "
+              f"p99 {d['p99']} ms | orchgate {o['requests_per_second']:>8.0f} req/s "
+              f"p50 {o['p50']} ms p99 {o['p99']} ms (non-2xx {o['non_2xx']:.0f}) | "
+              f"ratio {o['requests_per_second'] / d['requests_per_second']:.2%}")
+    out = ROOT / "benchmarks/results" / f"{report['date'][:10]}-proxy.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""proxy.audit: redaction of every event, and the JSON-lines audit file."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import CapturingLogger
+
+from proxy.audit.logging import REDACTED, json_logger, redact
+from proxy.audit.sinks import AuditLog
+from proxy.settings import AuditSettings
+
+# Shaped like real tokens, but signed by nobody.
+JWT = ("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"
+       ".eyJzdWIiOiJhbGljZSIsImF1ZCI6Im9yY2hnYXRlIn0"
+       ".c2lnbmF0dXJlLWJ5dGVzLWhlcmU")
+OPAQUE = "opaque-credential-value-1234"
+
+
+def scrubbed(**event: Any) -> dict[str, Any]:
+    return dict(redact(None, "info", event))
+
+
+@pytest.mark.parametrize("key", [
+    "authorization", "Authorization", "AUTHORIZATION", "proxy_authorization", "cookie",
+    "Set-Cookie", "token", "access_token", "refresh_token", "id_token", "secret",
+    "client_secret", "password", "PASSWORD", "db_password", "api_key", "api-key", "apikey",
+    "X-Api-Key", "auth_string", "AUTH-STRING", "authString", "credential",
+])
+def test_values_of_secret_keys_are_removed(key: str) -> None:
+    out = scrubbed(event="request", **{key: OPAQUE})
+
+    assert out[key] == REDACTED
+    assert out["event"] == "request"
+
+
+@pytest.mark.parametrize("value", [
+    OPAQUE, {"nested": OPAQUE}, [OPAQUE, OPAQUE], 12345, None,
+])
+def test_the_whole_value_goes_whatever_its_type(value: Any) -> None:
+    assert scrubbed(password=value)["password"] == REDACTED
+
+
+def test_secret_keys_are_removed_at_any_depth() -> None:
+    out = scrubbed(event="upstream_call", request={
+        "headers": {"Authorization": f"Bearer {OPAQUE}", "Accept": "application/json"},
+        "body": [{"name": "deploy", "job_variables": {"env": {"DB_PASSWORD": OPAQUE}}}],
+        "params": ({"api_key": OPAQUE}, "plain"),
+    })
+
+    assert out["request"] == {
+        "headers": {"Authorization": REDACTED, "Accept": "application/json"},
+        "body": [{"name": "deploy", "job_variables": {"env": {"DB_PASSWORD": REDACTED}}}],
+        "params": [{"api_key": REDACTED}, "plain"],
+    }
+
+
+def test_ordinary_fields_are_untouched() -> None:
+    event = {"event": "request", "method": "POST", "path": "/airflow/api/v2/dags/etl/dagRuns",
+             "status": 200, "latency_ms": 12.5, "workflows": ["etl"], "decision": "allow",
+             "principal": {"sub": "alice", "groups": ["team-a-readers"]},
+             "note": "basic auth is refused"}
+
+    assert scrubbed(**event) == event
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (f"/api/v2/dags?access={JWT}", f"/api/v2/dags?access={REDACTED}"),
+    (f"got {JWT} from the client", f"got {REDACTED} from the client"),
+    (f"Bearer {OPAQUE}", f"Bearer {REDACTED}"),
+    (f"header was 'bearer {OPAQUE}' here", f"header was 'bearer {REDACTED}' here"),
+    ("Authorization: Basic YWRtaW46c2VjcmV0LXBhc3M=", f"Authorization: Basic {REDACTED}"),
+    (f"BASIC   {OPAQUE}", f"BASIC {REDACTED}"),
+    (f"Bearer {JWT}", f"Bearer {REDACTED}"),
+])
+def test_credentials_inside_other_strings_are_masked(text: str, expected: str) -> None:
+    out = scrubbed(event="upstream_error", detail=text, nested={"items": [text]})
+
+    assert out["detail"] == expected
+    assert out["nested"] == {"items": [expected]}
+    assert OPAQUE not in json.dumps(out)
+
+
+def test_a_jwt_as_the_event_message_is_masked() -> None:
+    assert scrubbed(event=f"token {JWT} rejected")["event"] == f"token {REDACTED} rejected"
+
+
+def test_redact_runs_as_a_structlog_processor() -> None:
+    capture = CapturingLogger()
+    logger = structlog.wrap_logger(capture, processors=[redact])
+
+    logger.info("request", authorization=f"Bearer {OPAQUE}", query=f"x={JWT}", user="alice")
+
+    [call] = capture.calls
+    assert call.method_name == "info"
+    assert call.kwargs == {"event": "request", "authorization": REDACTED,
+                           "query": f"x={REDACTED}", "user": "alice"}
+
+
+@pytest.fixture
+def clean_contextvars() -> Iterator[None]:
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
+
+
+@pytest.mark.usefixtures("clean_contextvars")
+def test_context_bound_fields_cannot_bypass_redaction() -> None:
+    stream = io.StringIO()
+    log = json_logger([stream], "test")
+    structlog.contextvars.bind_contextvars(request_id="r-1", cookie=f"_token={JWT}")
+
+    log.info("request", detail=f"Bearer {OPAQUE}")
+
+    line = json.loads(stream.getvalue())
+    assert line["request_id"] == "r-1"
+    assert line["cookie"] == REDACTED
+    assert line["detail"] == f"Bearer {REDACTED}"
+    assert line["event"] == "request"
+    assert line["level"] == "info"
+    assert JWT not in stream.getvalue() and OPAQUE not in stream.getvalue()
+
+
+def record(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "schema": "orchgate.audit/0", "event": "request", "request_id": "r-1",
+        "principal": {"sub": "alice", "groups": ["team-a-readers"]}, "system": "airflow",
+        "method": "GET", "path": "/airflow/api/v2/dags", "query": "", "decision": "allow",
+        "rule": "policies/policy.csv:15", "status": 200,
+    }
+    return {**base, **overrides}
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_audit_file_gets_one_json_line_per_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(AuditSettings(file=path, stdout=False))
+    try:
+        audit.write(record(request_id="r-1"))
+        audit.write(record(request_id="r-2", status=403, decision="deny"))
+    finally:
+        audit.close()
+
+    lines = read_lines(path)
+    assert lines == [record(request_id="r-1"),
+                     record(request_id="r-2", status=403, decision="deny")]
+
+
+def test_the_audit_file_is_appended_to_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    for request_id in ("r-1", "r-2"):
+        audit = AuditLog(AuditSettings(file=path, stdout=False))
+        audit.write(record(request_id=request_id))
+        audit.close()
+
+    assert [line["request_id"] for line in read_lines(path)] == ["r-1", "r-2"]
+
+
+def test_audit_records_pass_through_redaction(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(AuditSettings(file=path, stdout=False))
+    try:
+        audit.write(record(query=f"token={JWT}&limit=5",
+                           notes={"upstream_error": f"Basic {OPAQUE}"},
+                           headers={"Cookie": "_token=abc", "Accept": "*/*"}))
+    finally:
+        audit.close()
+
+    [line] = read_lines(path)
+    assert line["query"] == f"token={REDACTED}&limit=5"
+    assert line["notes"] == {"upstream_error": f"Basic {REDACTED}"}
+    assert line["headers"] == {"Cookie": REDACTED, "Accept": "*/*"}
+    text = path.read_text(encoding="utf-8")
+    assert JWT not in text and OPAQUE not in text and "_token=abc" not in text
+
+
+def test_the_audit_log_writes_to_stdout_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    audit = AuditLog(AuditSettings(file=None, stdout=True))
+
+    audit.write(record(query=f"t={JWT}"))
+
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and out.count("\n") == 1
+    assert json.loads(out)["query"] == f"t={REDACTED}"
