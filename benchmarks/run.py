@@ -151,8 +151,9 @@ audit: {{file: audit.jsonl, stdout: false}}
                 proc.terminate()
                 proc.wait(timeout=10)
         audit_lines = sum(1 for _ in (root / "audit.jsonl").open())
+    date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     report = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "date": date,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "command": "make bench",
         "audit_records_written": audit_lines,
@@ -164,7 +165,7 @@ audit: {{file: audit.jsonl, stdout: false}}
               f"p99 {d['p99']} ms | orchgate {o['requests_per_second']:>8.0f} req/s "
               f"p50 {o['p50']} ms p99 {o['p99']} ms (non-2xx {o['non_2xx']:.0f}) | "
               f"ratio {o['requests_per_second'] / d['requests_per_second']:.2%}")
-    out = ROOT / "benchmarks/results" / f"{report['date'][:10]}-proxy.json"
+    out = ROOT / "benchmarks/results" / f"{date[:10]}-proxy.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written {out.relative_to(ROOT)}")

@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> OrchgateApp:
                                  settings.lookup_cache_seconds)
     http = httpx2.AsyncClient(
         follow_redirects=False,
+        trust_env=False,  # keys come straight from the issuer, never via an ambient proxy
         timeout=httpx2.Timeout(settings.limits.read_timeout_seconds,
                                connect=settings.limits.connect_timeout_seconds),
     )

@@ -40,6 +40,7 @@ from proxy.errors import Reject, bad_request, problem_body, problem_headers
 from proxy.identity import AuthError, KeysUnavailable, Principal, TokenVerifier, bearer_token
 from proxy.listing import filter_list
 from proxy.ownership import Resolver
+from proxy.policy import Decision
 from proxy.policy.reload import PolicyStore
 from proxy.settings import Settings
 from proxy.upstream import websocket
@@ -134,7 +135,9 @@ class Pipeline:
         try:
             await self._websocket(ctx, scope, receive, send)
         except Reject as reject:
-            ctx.status, ctx.problem = reject.status, reject.slug
+            # Refused before accept, the caller sees the upgrade answered with HTTP 403.
+            ctx.status = reject.status if ctx.response_started else 403
+            ctx.problem = reject.slug
             # Before accept, a close makes the server answer the upgrade with HTTP 403; after,
             # it closes the socket with a reason the client can log. A caller already gone
             # cannot be told.
@@ -160,6 +163,7 @@ class Pipeline:
         operation, ctx.params = find_operation(catalog, "WEBSOCKET", ctx.api_path)
         ctx.operation = operation
         await send({"type": "websocket.accept", "subprotocol": "prefect"})
+        ctx.response_started = True
         first = await first_message(receive)
         if principal is None:
             principal = await self.authenticate(
@@ -222,11 +226,15 @@ class Pipeline:
             # (events in) needs the caller to hold that right on some workflow.
             if ctx.action > Action.READ and not snapshot.grants_anywhere(
                     principal.subjects, system, ctx.action):
+                ctx.decision = Decision(False, None, snapshot.generation)
                 raise forbidden(f"{ctx.action.label} is granted to you on no {system} "
                                 "workflow")
+            ctx.decision = Decision(True, None, snapshot.generation)
             return
         if op.scope == Scope.LIST or (op.list_key and ctx.params.get(op.param) == "~"):
-            return  # decided item by item on the response (listing.py)
+            # Allowed as a request; each item is decided on the response (listing.py).
+            ctx.decision = Decision(True, None, snapshot.generation)
+            return
         owners: list[str] = []
         for workflow in ctx.workflows:
             decision = snapshot.decide(principal.subjects, system, workflow, ctx.action)

@@ -6,7 +6,7 @@
                        answers as each test scripts it (JSON, slow, streamed NDJSON, Prefect's
                        websocket protocol); it stands in for Airflow and Prefect at once
     Orchgate           `proxy.app.create_app(settings)` under a real `uvicorn.Server`
-                       (httptools, websockets, lifespan on) in a background thread
+                       (httptools, uvloop, lifespan on) in a background thread
 
 Each server runs on its own event loop in its own thread, so tests can be plain functions
 driving real sockets (httpx2, `websockets.sync`, or raw bytes via `Orchgate.exchange`). Every
@@ -26,7 +26,6 @@ import secrets
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,27 +40,23 @@ import uvicorn
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-from uvicorn.config import UvicornDeprecationWarning
 
 from proxy.app import create_app
 from proxy.settings import Settings, parse_settings
 
-# `orchgate serve` runs uvicorn with ws="websockets" (proxy/cli.py; keep WS_IMPL in step), an
-# implementation on `websockets.legacy` that uvicorn 0.54 and websockets 14+ both deprecate
-# (uvicorn: use "websockets-sansio", which ws="websockets" will become). It warns once when
-# imported, silenced here, and on every connection it accepts: `legacy_websocket_warnings`
-# marks the tests that open sockets, because under `filterwarnings = error` that warning,
-# raised in the server thread, kills the connection. WS_IMPLS lets socket tests run on both.
-WS_IMPL = "websockets"
-WS_IMPLS = ("websockets", "websockets-sansio")
+# uvicorn's websocket implementation: WS_IMPL is what `orchgate serve` runs (proxy/cli.py; keep
+# them in step). Socket tests also run on uvicorn's older ws="websockets" (WS_IMPLS), built on
+# `websockets.legacy`: uvicorn 0.54 and websockets 14+ deprecate it with warnings when it is
+# imported and on every connection it accepts. Those warnings are raised in the server thread,
+# where `filterwarnings = error` would kill the connection; tests that may run it carry
+# `legacy_websocket_warnings`, which ignores exactly them.
+WS_IMPL = "websockets-sansio"
+WS_IMPLS = ("websockets-sansio", "websockets")
 legacy_websocket_warnings = pytest.mark.filterwarnings(
-    "ignore:remove second argument of ws_handler:DeprecationWarning")
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="websockets.legacy is deprecated",
-                            category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated",
-                            category=UvicornDeprecationWarning)
-    import uvicorn.protocols.websockets.websockets_impl
+    "ignore:websockets.legacy is deprecated:DeprecationWarning",
+    "ignore:The `websockets` implementation is deprecated:uvicorn.config.UvicornDeprecationWarning",
+    "ignore:remove second argument of ws_handler:DeprecationWarning",
+)
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = REPO / "policies"
@@ -256,10 +251,11 @@ class FakeIdP(_AiohttpServer):
         return {k: v for k, v in {**base, **extra}.items() if v is not None}
 
     def sign(self, claims: Mapping[str, Any], *, kid: str | None = None,
-             headers: Mapping[str, Any] | None = None) -> str:
-        """Sign arbitrary claims with one of this IdP's keys (published or not)."""
+             key_of: str | None = None, headers: Mapping[str, Any] | None = None) -> str:
+        """Sign arbitrary claims with the key `kid` names (published or not), or forge: name
+        `kid` in the header but sign with the key of `key_of`."""
         kid = kid or self.kid
-        return jwt.encode(dict(claims), self.keys[kid], algorithm="RS256",
+        return jwt.encode(dict(claims), self.keys[key_of or kid], algorithm="RS256",
                           headers={"kid": kid, "typ": "at+jwt", **(headers or {})})
 
     def token(self, sub: str, groups: Sequence[str] = (), client_id: str = "orchgate-cli",

@@ -424,6 +424,8 @@ def start_prefect(home: Path, auth_string: str, *, timeout: float = 90.0) -> Pre
             # The API is all we need; skipping the UI saves start-up work.
             "PREFECT_SERVER_UI_ENABLED": "false",
             "PREFECT_CLI_PROMPT": "false",
+            # Retryable errors (e.g. SQLite busy) become a bare 503; log their cause.
+            "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
         },
     )
     deadline = time.monotonic() + timeout

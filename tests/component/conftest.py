@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx2
 import pytest
-from harness import FakeIdP, Orchgate, RecordingUpstream, StartOrchgate
+
+from tests.harness import FakeIdP, Orchgate, RecordingUpstream, StartOrchgate
 
 
 @pytest.fixture(scope="session")

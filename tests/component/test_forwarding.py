@@ -8,6 +8,7 @@ reads them (group team-a-readers).
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,10 @@ import httpx2
 import jwt
 import pytest
 import websockets.sync.client
-from harness import (
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
+
+from tests.harness import (
     WS_IMPLS,
     FakeIdP,
     Orchgate,
@@ -32,8 +36,6 @@ from harness import (
     refused_port,
     wait_for,
 )
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.typing import Subprotocol
 
 DEPLOYERS = ["team-a-deployers"]
 READERS = ["team-a-readers"]
@@ -313,6 +315,7 @@ def test_no_token_is_401_with_a_bearer_challenge(
 @pytest.mark.parametrize(("case", "reason"), [
     ("expired", "token expired"),
     ("unpublished-key", "unknown signing key"),
+    ("forged-signature", "signature invalid"),
     ("wrong-audience", "audience not accepted"),
 ])
 def test_invalid_token_is_401_invalid_token_and_never_echoed(
@@ -322,6 +325,8 @@ def test_invalid_token_is_401_invalid_token_and_never_echoed(
         token = alice(idp, exp_in=-600)  # well beyond the 30 s leeway
     elif case == "unpublished-key":
         token = idp.sign(idp.claims("alice", groups=DEPLOYERS), kid=rogue_kid(idp))
+    elif case == "forged-signature":  # the published kid, another key's signature
+        token = idp.sign(idp.claims("alice", groups=DEPLOYERS), key_of=rogue_kid(idp))
     else:
         token = alice(idp, aud="someone-else")
     response = client.get(DAG, headers=bearer(token))
@@ -383,7 +388,7 @@ def test_list_shows_only_readable_dags_with_the_callers_window(
         (["100"], ["0"]), (["100"], ["100"]), (["100"], ["200"])]
     assert all(r.params["order_by"] == ["dag_id"] for r in pages)
     assert all((r.header("authorization") or "").startswith("Bearer ") for r in pages)
-    record = assert_audited(orchgate, response, sub="alice", decision=None, status=200)
+    record = assert_audited(orchgate, response, sub="alice", decision="allow", status=200)
     assert record["notes"]["list"] == {"scanned": 240, "visible": 120}
     assert not any(w.startswith(("team_b_", "other_")) for w in record["workflows"])
 
@@ -402,8 +407,8 @@ def test_list_default_window_and_offset_past_the_end(
     assert first.json()["dags"] == visible[:50]  # Airflow's default limit
     assert first.json()["total_entries"] == 120
     assert past.json() == {"dags": [], "total_entries": 120}
-    assert_audited(orchgate, first, sub="rita", decision=None, status=200)
-    assert_audited(orchgate, past, sub="rita", decision=None, status=200)
+    assert_audited(orchgate, first, sub="rita", decision="allow", status=200)
+    assert_audited(orchgate, past, sub="rita", decision="allow", status=200)
 
 
 # -- Prefect websockets ---------------------------------------------------------------------
@@ -435,11 +440,13 @@ def test_websocket_is_bridged_with_the_servers_auth_string(
     assert session.authenticated
     assert session.messages == [event, b"\x00binary"]
     assert token not in json.dumps(session.request.headers)
+    basic = base64.b64encode(orchgate.prefect_auth.encode()).decode()
+    assert session.request.all("authorization") == [f"Basic {basic}"]
     assert session.request.all("x-forwarded-for") == ["127.0.0.1"]
     wait_for(lambda: session.closed, what="upstream socket closed")
     record = orchgate.audit_where(lambda r: r["path"] == EVENTS_IN)
     assert record["principal"]["sub"] == "alice"
-    assert record["decision"] is None  # events in: granted to anyone who may run somewhere
+    assert record["decision"] == "allow"  # events in: granted to anyone who may run somewhere
     assert record["status"] == 1000
     assert record["notes"]["websocket"] == {"frames_in": 2, "frames_out": 2,
                                             "closed_by": "client"}
@@ -473,7 +480,7 @@ def test_websocket_refused_is_closed_1008_and_never_reaches_upstream(
     assert upstream.sessions == []
     record = orchgate.audit_where(lambda r: r["path"] == EVENTS_IN)
     assert (record["principal"] or {}).get("sub") == (None if case == "bad-token" else "rita")
-    assert record["decision"] is None
+    assert record["decision"] == (None if case == "bad-token" else "deny")
     assert (record["status"], record["problem"]) == (status, problem)
 
 
@@ -490,4 +497,4 @@ def test_websocket_without_prefect_subprotocol_is_refused(
     assert refused.value.response.status_code == 403
     assert upstream.requests() == []
     record = orchgate.audit_where(lambda r: r["path"] == EVENTS_IN)
-    assert (record["status"], record["problem"]) == (400, "bad-request")
+    assert (record["status"], record["problem"]) == (403, "bad-request")  # as the caller saw it

@@ -4,7 +4,6 @@ orchgate as processes on loopback — started once per test run and stopped by p
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
@@ -35,9 +34,3 @@ def proxy(stack: LocalStack) -> Iterator[httpx2.Client]:
     with httpx2.Client(base_url=stack.orchgate_url, timeout=60) as client:
         yield client
 
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-FLOWS = Path(__file__).parent / "flows"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import httpx2
-from conftest import bearer
 from devstack import LocalStack
+
+from tests.integration.support import bearer
 
 TRIGGER = {"logical_date": None}
 

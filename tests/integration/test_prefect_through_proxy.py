@@ -8,9 +8,10 @@ import subprocess
 import time
 
 import httpx2
-from conftest import FLOWS, bearer
 from devstack import LocalStack
 from upstreams import PREFECT_VENV
+
+from tests.integration.support import FLOWS, bearer
 
 API = "/prefect/api"
 
