@@ -23,9 +23,11 @@ from proxy.audit.sinks import AuditLog
 from proxy.catalog import airflow, prefect
 from proxy.credentials import Credentials
 from proxy.identity import TokenVerifier
-from proxy.ownership import PrefectLookups, Resolver
 from proxy.pipeline import Pipeline
 from proxy.policy.reload import PolicyStore
+from proxy.resolve import Resolver, SystemResolver
+from proxy.resolve.airflow import AirflowResolver
+from proxy.resolve.prefect import PrefectLookups, PrefectResolver
 from proxy.settings import Settings
 from proxy.upstream.forward import Upstream
 
@@ -38,10 +40,10 @@ def create_app(settings: Settings) -> OrchgateApp:
     policy = PolicyStore(settings.policy, log)  # an invalid policy stops start-up here
     upstreams = {u.name: Upstream(u, settings.limits) for u in settings.upstreams}
     credentials = Credentials(settings)
-    lookups = None
+    resolvers: dict[str, SystemResolver] = {"airflow": AirflowResolver()}
     if "prefect" in upstreams and credentials.prefect is not None:
-        lookups = PrefectLookups(upstreams["prefect"], credentials.prefect.header,
-                                 settings.lookup_cache_seconds)
+        resolvers["prefect"] = PrefectResolver(PrefectLookups(
+            upstreams["prefect"], credentials.prefect.header, settings.lookup_cache_seconds))
     http = httpx2.AsyncClient(
         follow_redirects=False,
         trust_env=False,  # keys come straight from the issuer, never via an ambient proxy
@@ -52,7 +54,7 @@ def create_app(settings: Settings) -> OrchgateApp:
     audit = AuditLog(settings.audit)
     pipeline = Pipeline(settings, verifier, policy,
                         {"airflow": airflow.CATALOG, "prefect": prefect.CATALOG},
-                        upstreams, credentials, Resolver(lookups), audit)
+                        upstreams, credentials, Resolver(resolvers), audit)
 
     async def livez(_: Request) -> JSONResponse:
         return JSONResponse({"status": "live"})

@@ -39,9 +39,9 @@ from proxy.edge import (
 from proxy.errors import Reject, bad_request, problem_body, problem_headers
 from proxy.identity import AuthError, KeysUnavailable, Principal, TokenVerifier, bearer_token
 from proxy.listing import filter_list
-from proxy.ownership import Resolver
 from proxy.policy import Decision
 from proxy.policy.reload import PolicyStore
+from proxy.resolve import Resolver
 from proxy.settings import Settings
 from proxy.upstream import websocket
 from proxy.upstream.forward import Headers, Upstream

@@ -376,15 +376,27 @@ class PrefectHandle:
             },
         )
 
-    def request(self, method: str, path: str, json_body: Any = None) -> tuple[int, Any]:
-        """Call ``/api{path}`` directly (not through orchgate) with the Basic credential."""
-        return http(
-            method,
-            self.api + path,
-            headers=basic_auth_header(self.auth_string),
-            json_body=json_body,
-            timeout=30,
-        )
+    def request(
+        self, method: str, path: str, json_body: Any = None, *, retries: int = 5
+    ) -> tuple[int, Any]:
+        """Call ``/api{path}`` directly (not through orchgate) with the Basic credential.
+
+        On SQLite, concurrent writers (worker polls, services, event persister) make some
+        writes fail with "database is locked", which the server answers with a bare 503 that
+        Prefect's own clients retry; so do we, ``retries`` times with a short backoff.
+        """
+        for attempt in range(retries + 1):
+            status, body = http(
+                method,
+                self.api + path,
+                headers=basic_auth_header(self.auth_string),
+                json_body=json_body,
+                timeout=30,
+            )
+            if status != 503 or attempt == retries:
+                break
+            time.sleep(0.2 * 2**attempt)
+        return status, body
 
     def stop(self) -> None:
         self.stack.close()
@@ -503,7 +515,6 @@ def start_prefect_worker(
     env = handle.client_env()
     # Poll every 2 s instead of 10 s so created runs start promptly.
     env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
-    env["PREFECT_WORKER_HEARTBEAT_SECONDS"] = "5"
     for key, value in (extra_env or {}).items():
         if value:
             env[key] = value

@@ -385,7 +385,10 @@ G2_ROW = st.tuples(
     st.sampled_from(TEAMS),
     st.sampled_from((*SYSTEMS, "*")),
 ).map(lambda v: "g2, " + ", ".join(v))
-ROWS = st.lists(st.one_of(P_ROW, P_ROW, G_ROW, G2_ROW, G2_ROW), max_size=16)
+ROWS = st.tuples(
+    st.lists(P_ROW, min_size=1, max_size=10),
+    st.lists(st.one_of(G_ROW, G2_ROW, G2_ROW), min_size=1, max_size=8),
+).flatmap(lambda parts: st.permutations(parts[0] + parts[1]))
 SUBJECTS = st.tuples(
     st.sampled_from(USERS),
     st.lists(st.sampled_from(GROUPS), unique=True, max_size=2),

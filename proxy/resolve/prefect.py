@@ -1,60 +1,20 @@
-"""Resolve: which workflow(s) a request touches, and whether its body raises the action.
+"""Prefect: which workflow(s) a request touches (prefect 3.9.1, `/api`).
 
-Workflow ids are Airflow `dag_id`s and Prefect `<flow-name>/<deployment-name>` (ad-hoc runs:
-`<flow-name>/-`). They come from the path, the JSON body, or a lookup at the upstream made
-with orchgate's own credential and cached: Prefect deployment, flow, flow-run and task-run ids
-never change their owner (a flow run's `deployment_id` and a task run's `flow_run_id` are
-immutable, DESIGN.md §5), so a cached answer stays right for the cache's lifetime.
+Workflow ids are `<flow-name>/<deployment-name>`; an ad-hoc run's is `<flow-name>/-`. Ids in
+paths and bodies are resolved by lookups at the server with orchgate's own credential, cached:
+a deployment's flow, a flow run's `deployment_id` and a task run's `flow_run_id` never change
+(DESIGN.md §5), so a cached answer stays right for the cache's lifetime.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy.catalog.operation import Action, Operation, Scope
 from proxy.errors import Reject, bad_request, not_found, upstream_unavailable
+from proxy.resolve.common import TTLCache, as_uuid, body_field, check_workflow_id
 from proxy.upstream.forward import Headers, Upstream
-
-MAX_WORKFLOW_ID = 512
-_CACHE_LIMIT = 50_000
-
-
-def check_workflow_id(value: object, what: str) -> str:
-    """Workflow ids are validated before they reach the policy engine: junk costs nothing."""
-    if not isinstance(value, str) or not value or len(value) > MAX_WORKFLOW_ID:
-        raise bad_request(f"{what} must be a non-empty string of at most {MAX_WORKFLOW_ID} "
-                          "characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise bad_request(f"{what} contains control characters")
-    return value
-
-
-def _uuid(value: object, what: str) -> str:
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise bad_request(f"{what} is not a valid id") from None
-
-
-class TTLCache:
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl = ttl
-        self._clock = clock
-        self._data: dict[str, tuple[float, str]] = {}
-
-    def get(self, key: str) -> str | None:
-        hit = self._data.get(key)
-        if hit is None or hit[0] < self._clock():
-            return None
-        return hit[1]
-
-    def put(self, key: str, value: str) -> None:
-        if len(self._data) >= _CACHE_LIMIT:
-            self._data.clear()
-        self._data[key] = (self._clock() + self._ttl, value)
 
 
 class PrefectLookups:
@@ -82,14 +42,14 @@ class PrefectLookups:
         return hit
 
     async def flow_name(self, flow_id: object) -> str:
-        fid = _uuid(flow_id, "flow_id")
+        fid = as_uuid(flow_id, "flow_id")
 
         async def load() -> str:
             return check_workflow_id((await self._get("flows", fid)).get("name"), "flow name")
         return await self._cached("flow:" + fid, load)
 
     async def deployment(self, deployment_id: object) -> str:
-        did = _uuid(deployment_id, "deployment_id")
+        did = as_uuid(deployment_id, "deployment_id")
 
         async def load() -> str:
             data = await self._get("deployments", did)
@@ -99,7 +59,7 @@ class PrefectLookups:
         return await self._cached("deployment:" + did, load)
 
     async def flow_run(self, flow_run_id: object) -> str:
-        rid = _uuid(flow_run_id, "flow_run_id")
+        rid = as_uuid(flow_run_id, "flow_run_id")
 
         async def load() -> str:
             data = await self._get("flow_runs", rid)
@@ -109,7 +69,7 @@ class PrefectLookups:
         return await self._cached("flow_run:" + rid, load)
 
     async def task_run(self, task_run_id: object) -> str:
-        tid = _uuid(task_run_id, "task_run_id")
+        tid = as_uuid(task_run_id, "task_run_id")
 
         async def load() -> str:
             data = await self._get("task_runs", tid)
@@ -124,44 +84,27 @@ def _no_flow_run() -> Reject:
                   "task runs outside a flow run have no workflow; they are not allowed")
 
 
-class Resolver:
-    def __init__(self, prefect: PrefectLookups | None) -> None:
-        self._prefect = prefect
-
-    async def resolve(self, op: Operation, params: dict[str, str], body: Any
-                      ) -> tuple[tuple[str, ...], Action]:
-        """The workflows an operation touches and the action it needs.
-
-        For LIST operations the workflows are unknown until the response (filtered later);
-        for NONE, there are none.
-        """
-        if op.scope in (Scope.NONE, Scope.LIST):
-            return (), op.action
-        if op.system == "airflow":
-            return (check_workflow_id(params[op.param], op.param),), op.action
-        return await self._prefect_workflows(op, params, body)
+class PrefectResolver:
+    def __init__(self, lookups: PrefectLookups) -> None:
+        self._prefect = lookups
 
     async def item_workflow(self, op: Operation, item: dict[str, Any]) -> str:
         """The workflow of one item of a list response."""
-        if op.system == "airflow":
-            return check_workflow_id(item.get("dag_id"), "dag_id")
         if op.resolver == "flow_item":
             return check_workflow_id(item.get("name"), "flow name") + "/-"
-        assert self._prefect is not None
         assert op.resolver == "deployment_item"
         flow = await self._prefect.flow_name(item.get("flow_id"))
         return f"{flow}/{check_workflow_id(item.get('name'), 'deployment name')}"
 
-    async def _prefect_workflows(self, op: Operation, params: dict[str, str], body: Any
+    async def resolve(self, op: Operation, params: dict[str, str], body: Any
                                  ) -> tuple[tuple[str, ...], Action]:
         p = self._prefect
-        assert p is not None
         action = op.action
         if op.needs_body and not isinstance(body, dict | list):
             raise bad_request("the request body must be JSON")
         match op.resolver:
             case "flow_name":
-                workflows = [check_workflow_id(_field(body, op.param), "name") + "/-"]
+                workflows = [check_workflow_id(body_field(body, op.param), "name") + "/-"]
             case "flow_id":
                 workflows = [await p.flow_name(params[op.param]) + "/-"]
             case "deployment_id":
@@ -170,7 +113,7 @@ class Resolver:
                 flow = check_workflow_id(params["flow_name"], "flow_name")
                 workflows = [f"{flow}/{check_workflow_id(params['deployment_name'], 'name')}"]
             case "flow_run_id" if op.scope == Scope.BODY:
-                run_id = _field(body, op.param)
+                run_id = body_field(body, op.param)
                 if not run_id:
                     raise _no_flow_run()
                 workflows = [await p.flow_run(run_id)]
@@ -179,14 +122,14 @@ class Resolver:
             case "task_run_id":
                 workflows = [await p.task_run(params[op.param])]
             case "flow_run_create":
-                if _field(body, "deployment_id"):
+                if body_field(body, "deployment_id"):
                     workflows = [await p.deployment(body["deployment_id"])]
                 else:
-                    workflows = [await p.flow_name(_field(body, "flow_id")) + "/-"]
+                    workflows = [await p.flow_name(body_field(body, "flow_id")) + "/-"]
             case "logs":
                 if not isinstance(body, list) or not body:
                     raise bad_request("the body must be a non-empty list of logs")
-                run_ids = {_field(log, "flow_run_id") for log in body}
+                run_ids = {body_field(log, "flow_run_id") for log in body}
                 if None in run_ids or "" in run_ids:
                     raise Reject(403, "forbidden", "Forbidden",
                                  "logs without a flow run have no workflow; they are not "
@@ -199,9 +142,3 @@ class Resolver:
         if op.inspect_body and isinstance(body, dict) and body.get("job_variables"):
             action = max(action, Action.DEPLOY)
         return tuple(dict.fromkeys(workflows)), action
-
-
-def _field(body: Any, name: str) -> Any:
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    return body.get(name)
