@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2
@@ -20,9 +20,12 @@ from starlette.routing import Route
 
 from proxy.audit.logging import operational_log
 from proxy.audit.sinks import AuditLog
+from proxy.authorize import Authorizer
 from proxy.catalog import airflow, prefect
+from proxy.catalog.operation import Action
 from proxy.credentials import Credentials
 from proxy.identity import TokenVerifier
+from proxy.ownership import OwnerTags
 from proxy.pipeline import Pipeline
 from proxy.policy.reload import PolicyStore
 from proxy.resolve import Resolver, SystemResolver
@@ -33,11 +36,15 @@ from proxy.upstream.forward import Upstream
 
 HEALTH_PATHS = {"airflow": "/api/v2/monitor/health", "prefect": "/api/health"}
 ADMIN_PREFIX = "/_orchgate/"
+INTERNAL_CALLER = "orchgate"  # the name orchgate's own lookups carry upstream
 
 
 def create_app(settings: Settings) -> OrchgateApp:
     log = operational_log()
-    policy = PolicyStore(settings.policy, log)  # an invalid policy stops start-up here
+    # An invalid policy stops start-up here; later, an invalid change keeps the old one.
+    policy = PolicyStore(settings.policy.model, settings.policy.files, log)
+    shadow = PolicyStore(settings.policy.model, settings.policy.shadow_files, log,
+                         name="shadow") if settings.policy.shadow_files else None
     upstreams = {u.name: Upstream(u, settings.limits) for u in settings.upstreams}
     credentials = Credentials(settings)
     resolvers: dict[str, SystemResolver] = {"airflow": AirflowResolver()}
@@ -52,7 +59,16 @@ def create_app(settings: Settings) -> OrchgateApp:
     )
     verifier = TokenVerifier(settings.issuers, http)
     audit = AuditLog(settings.audit)
-    pipeline = Pipeline(settings, verifier, policy,
+    tag_auth: dict[str, Callable[[], bytes]] = {}
+    if credentials.airflow is not None:
+        airflow_tokens = credentials.airflow
+        tag_auth["airflow"] = lambda: airflow_tokens.header(INTERNAL_CALLER, Action.READ)
+    if credentials.prefect is not None:
+        tag_auth["prefect"] = credentials.prefect.header
+    tags = OwnerTags(settings.policy.owner_tags, upstreams, tag_auth,
+                     settings.lookup_cache_seconds) if settings.policy.owner_tags else None
+    authorizer = Authorizer(policy, shadow, tags)
+    pipeline = Pipeline(settings, verifier, authorizer,
                         {"airflow": airflow.CATALOG, "prefect": prefect.CATALOG},
                         upstreams, credentials, Resolver(resolvers), audit)
 
@@ -62,6 +78,9 @@ def create_app(settings: Settings) -> OrchgateApp:
     async def readyz(_: Request) -> JSONResponse:
         checks: dict[str, Any] = {"keys": {"ready": verifier.ready, **verifier.status()},
                                   "policy": {"ready": True, **policy.status()}}
+        if shadow is not None:
+            checks["shadow_policy"] = {"ready": True, **shadow.status(),
+                                       "disagreements": authorizer.shadow_disagreements}
         results = await asyncio.gather(*(u.healthy(HEALTH_PATHS[name])
                                          for name, u in upstreams.items()))
         for name, (ok, detail) in zip(upstreams, results, strict=True):
@@ -76,14 +95,24 @@ def create_app(settings: Settings) -> OrchgateApp:
             await upstream.start()
         await verifier.warm()
         loop = asyncio.get_running_loop()
+        stores = [s for s in (policy, shadow) if s is not None]
+
+        def reload_all() -> None:
+            for store in stores:
+                tasks.add(loop.create_task(store.reload()))
+        tasks: set[asyncio.Task[Any]] = set()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # SIGHUP: reload the policy (not available off the main thread, e.g. in tests).
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(policy.reload()))
+            loop.add_signal_handler(signal.SIGHUP, reload_all)
+        if settings.policy.watch:
+            tasks.update(loop.create_task(store.watch()) for store in stores)
         log.info("started", upstreams=sorted(upstreams), policy=policy.status(),
                  keys=verifier.status())
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
             for upstream in upstreams.values():
                 await upstream.close()
             await http.aclose()

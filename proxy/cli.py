@@ -1,8 +1,10 @@
-"""The `orchgate` command: serve, and check configuration and policy files."""
+"""The `orchgate` command: serve; check configuration; check, explain and test policies."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +12,23 @@ from proxy.settings import ConfigError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = load_settings(args.config)
+            return _serve(args.config, settings.host, settings.port, args.workers)
+        if args.command == "config":
+            settings = load_settings(args.file)
+            print(f"{settings.source}: ok")
+            return 0
+        return _policy(args)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchgate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -24,41 +43,104 @@ def main(argv: list[str] | None = None) -> int:
 
     policy = commands.add_parser("policy", help="policy files")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
-    pcheck = policy_commands.add_parser("check", help="validate the policy a config loads")
-    pcheck.add_argument("--config", required=True, type=Path)
+    for name, text in (("check", "lint the policy files"),
+                       ("explain", "explain one decision"),
+                       ("test", "run policy test files")):
+        sub = policy_commands.add_parser(name, help=text)
+        sub.add_argument("--config", type=Path, help="take model and policy files from it")
+        sub.add_argument("--model", type=Path, help="model.conf (without --config)")
+        sub.add_argument("--policy", type=Path, action="append", default=[],
+                         help="a policy file (repeatable; without --config)")
+        if name == "explain":
+            sub.add_argument("--principal", required=True, help="user:<sub> or sa:<client>")
+            sub.add_argument("--groups", default="", help="comma-separated token groups")
+            sub.add_argument("--system", required=True, choices=("airflow", "prefect"))
+            sub.add_argument("--workflow", required=True)
+            sub.add_argument("--action", required=True,
+                             choices=("read", "run", "deploy", "admin"))
+            sub.add_argument("--tags", default="", help="owner tags, e.g. a,b for owner:a")
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "test":
+            sub.add_argument("files", nargs="+", type=Path)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def _policy_files(args: argparse.Namespace) -> tuple[Path, tuple[Path, ...]] | None:
+    if args.config is not None:
+        settings = load_settings(args.config)
+        return settings.policy.model, settings.policy.files
+    if args.model is not None and args.policy:
+        return args.model, tuple(args.policy)
+    return None
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from proxy.policy import PolicyError, compile_policy, load_policy
+    from proxy.policy.testing import PolicyTestError, run_file
+
+    files = _policy_files(args)
+    if files is None and args.policy_command != "test":
+        print("give --config FILE, or --model FILE and --policy FILE…", file=sys.stderr)
+        return 2
     try:
-        settings = load_settings(args.config if args.command != "config" else args.file)
-    except ConfigError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    if args.command == "config":
-        print(f"{settings.source}: ok")
-        return 0
-    if args.command == "policy":
-        return _policy_check(settings.policy.model, settings.policy.files)
-    return _serve(args.config, settings.host, settings.port, args.workers)
-
-
-def _policy_check(model: Path, files: tuple[Path, ...]) -> int:
-    from proxy.policy import PolicyError, load_policy
-
-    try:
-        source = load_policy(model, files)
+        source = load_policy(*files) if files else None
     except PolicyError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
+        return 1
+    if args.policy_command == "check":
+        assert source is not None
+        return _check(source)
+    snapshot = compile_policy(source, 1) if source else None
+    if args.policy_command == "explain":
+        assert snapshot is not None
+        return _explain(args, snapshot)
+    failed = total = 0
+    for path in args.files:
+        try:
+            results = run_file(path, snapshot)
+        except (PolicyTestError, PolicyError) as err:
+            print(err, file=sys.stderr)
+            return 1
+        for result in results:
+            total += 1
+            if not result.passed:
+                failed += 1
+                print(f"FAIL {result.file}: {result.name}: {result.detail}")
+    print(f"{total - failed} passed, {failed} failed")
+    return 1 if failed or total == 0 else 0
+
+
+def _check(source: object) -> int:
+    from proxy.policy.lint import lint
+    from proxy.policy.model import PolicySource
+
+    assert isinstance(source, PolicySource)
+    findings = lint(source)
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    if findings:
         return 1
     print(f"ok: {len(source.rules)} rules, {len(source.memberships)} role rows, "
           f"{len(source.ownerships)} ownership rows (sha256 {source.digest[:12]})")
     return 0
 
 
-def _serve(config: Path, host: str, port: int, workers: int) -> int:
-    import os
+def _explain(args: argparse.Namespace, snapshot: object) -> int:
+    from proxy.catalog.operation import Action
+    from proxy.policy.engine import PolicySnapshot
+    from proxy.policy.explain import explain, render, subjects_of
 
+    assert isinstance(snapshot, PolicySnapshot)
+    subjects = subjects_of(args.principal, args.groups.split(","))
+    tags = tuple(f"team:{t}" for t in args.tags.split(",") if t)
+    result = explain(snapshot, subjects, args.system, args.workflow, Action.parse(args.action),
+                     tags)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+def _serve(config: Path, host: str, port: int, workers: int) -> int:
     import uvicorn
 
     # The factory re-reads the file in each worker process.
@@ -75,8 +157,6 @@ def _serve(config: Path, host: str, port: int, workers: int) -> int:
 
 
 def app_from_env() -> object:
-    import os
-
     from proxy.app import create_app
 
     return create_app(load_settings(os.environ["ORCHGATE_CONFIG"]))

@@ -29,6 +29,7 @@ class RequestContext:
     principal: Principal | None = None
     workflows: tuple[str, ...] = ()
     owners: tuple[str, ...] = ()
+    owner_source: str | None = None  # "policy" rows or upstream "tag"s
     action: Action | None = None
     decision: Decision | None = None
     policy_generation: int | None = None

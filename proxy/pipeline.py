@@ -26,7 +26,8 @@ import orjson
 
 from proxy.audit.record import record
 from proxy.audit.sinks import AuditLog
-from proxy.catalog.operation import Action, Catalog, Operation, Scope
+from proxy.authorize import Authorizer
+from proxy.catalog.operation import Catalog, Operation, Scope
 from proxy.context import RequestContext
 from proxy.credentials import Credentials
 from proxy.edge import (
@@ -39,8 +40,6 @@ from proxy.edge import (
 from proxy.errors import Reject, bad_request, problem_body, problem_headers
 from proxy.identity import AuthError, KeysUnavailable, Principal, TokenVerifier, bearer_token
 from proxy.listing import filter_list
-from proxy.policy import Decision
-from proxy.policy.reload import PolicyStore
 from proxy.resolve import Resolver
 from proxy.settings import Settings
 from proxy.upstream import websocket
@@ -53,12 +52,12 @@ Send = Any
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, verifier: TokenVerifier, policy: PolicyStore,
+    def __init__(self, settings: Settings, verifier: TokenVerifier, authorizer: Authorizer,
                  catalogs: dict[str, Catalog], upstreams: dict[str, Upstream],
                  credentials: Credentials, resolver: Resolver, audit: AuditLog) -> None:
         self.settings = settings
         self.verifier = verifier
-        self.policy = policy
+        self.authorizer = authorizer
         self.catalogs = catalogs
         self.upstreams = upstreams
         self.credentials = credentials
@@ -111,7 +110,7 @@ class Pipeline:
         # 4 resolve
         ctx.workflows, ctx.action = await self.resolver.resolve(operation, ctx.params, ctx.json)
         # 5 authz
-        self.authorize(ctx, ctx.principal, operation)
+        await self.authorizer.authorize(ctx, ctx.principal, operation)
         # 6 credential
         out_headers = self.upstream_headers(ctx, scope, headers)
         out_headers.append(self.credentials.header(upstream.name, ctx.principal, ctx.action))
@@ -121,7 +120,7 @@ class Pipeline:
             async def item_workflow(item: dict[str, Any]) -> str:
                 return await self.resolver.item_workflow(operation, item)
             await filter_list(ctx, upstream, operation, path_qs, out_headers, item_workflow,
-                              self.visible(ctx), send)
+                              self.authorizer.can_read(ctx), send)
             return
         body: bytes | AsyncIterator[bytes] | None = ctx.body
         if body is None and ctx.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -171,7 +170,7 @@ class Pipeline:
         ctx.principal = principal
         # 4 resolve, 5 authz
         ctx.workflows, ctx.action = await self.resolver.resolve(operation, ctx.params, None)
-        self.authorize(ctx, principal, operation)
+        await self.authorizer.authorize(ctx, principal, operation)
         # 6 credential, 7 forward
         assert self.credentials.prefect is not None
         # The handshake fields (key, version, protocol, extensions) belong to each hop: aiohttp
@@ -215,47 +214,6 @@ class Pipeline:
             raise Reject(503, "keys-unavailable", "Signing keys unavailable",
                          "the identity provider's keys could not be loaded; try again later",
                          headers=((b"retry-after", b"5"),)) from None
-
-    def authorize(self, ctx: RequestContext, principal: Principal, op: Operation) -> None:
-        snapshot = self.policy.current
-        ctx.policy_generation = snapshot.generation
-        assert ctx.action is not None
-        system = op.system
-        if op.scope == Scope.NONE:
-            # Version, health, CSRF, storage: any authenticated caller. A socket that writes
-            # (events in) needs the caller to hold that right on some workflow.
-            if ctx.action > Action.READ and not snapshot.grants_anywhere(
-                    principal.subjects, system, ctx.action):
-                ctx.decision = Decision(False, None, snapshot.generation)
-                raise forbidden(f"{ctx.action.label} is granted to you on no {system} "
-                                "workflow")
-            ctx.decision = Decision(True, None, snapshot.generation)
-            return
-        if op.scope == Scope.LIST or (op.list_key and ctx.params.get(op.param) == "~"):
-            # Allowed as a request; each item is decided on the response (listing.py).
-            ctx.decision = Decision(True, None, snapshot.generation)
-            return
-        owners: list[str] = []
-        for workflow in ctx.workflows:
-            decision = snapshot.decide(principal.subjects, system, workflow, ctx.action)
-            ctx.decision = decision
-            owners.extend(decision.owners)
-            if not decision.allowed:
-                ctx.owners = tuple(dict.fromkeys(owners))
-                raise forbidden(f"{ctx.action.label} on {system} workflow {workflow!r}: "
-                                f"{decision.reason}")
-        ctx.owners = tuple(dict.fromkeys(owners))
-
-    def visible(self, ctx: RequestContext) -> Any:
-        snapshot = self.policy.current
-        principal = ctx.principal
-        assert principal is not None
-        assert ctx.system is not None
-        system = ctx.system
-
-        def can_read(workflow: str) -> bool:
-            return snapshot.decide(principal.subjects, system, workflow, Action.READ).allowed
-        return can_read
 
     def upstream_headers(self, ctx: RequestContext, scope: Scope_, headers: Headers) -> Headers:
         # One request id, orchgate's, from the audit record to the upstream's logs: a caller's
@@ -353,10 +311,6 @@ def unauthorized(err: AuthError) -> Reject:
     return Reject(err.status_code, "unauthorized" if err.status_code == 401 else "bad-request",
                   "Unauthorized" if err.status_code == 401 else "Bad request", err.description,
                   headers=((b"www-authenticate", err.challenge().encode()),))
-
-
-def forbidden(detail: str) -> Reject:
-    return Reject(403, "forbidden", "Forbidden", detail)
 
 
 def too_large(limit: int) -> Reject:

@@ -96,6 +96,9 @@ class UpstreamSettings:
 class PolicySettings:
     model: Path
     files: tuple[Path, ...]
+    shadow_files: tuple[Path, ...] = ()  # a candidate policy: evaluated and recorded, not enforced
+    watch: bool = True  # reload when a file changes (SIGHUP always reloads)
+    owner_tags: tuple[str, ...] = ()  # systems whose `owner:<team>` tags count as ownership
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,24 +406,39 @@ def _prefect_credential(r: _Reader, cred: Mapping[str, Any]) -> PrefectCredentia
 def _policy(r: _Reader, data: Mapping[str, Any]) -> PolicySettings | None:
     pol = r.get(data, "policy", dict, {}, required=True)
     with r.at("policy"):
-        r.mapping(pol, {"model", "files"})
+        r.mapping(pol, {"model", "files", "shadow_files", "watch", "owner_tags"})
         model = r.get(pol, "model", str, "", required="policy" in data)
-        files = r.get(pol, "files", list, [], required="policy" in data)
-        if pol.get("files") == []:
-            r.problem("files", "must list at least one policy file")
-        paths: list[Path] = []
-        for i, f in enumerate(files):
-            if not isinstance(f, str):
-                r.problem(f"files[{i}]", "must be a file path")
-                continue
-            paths.append(r.path(f))
         model_path = r.path(model) if model else None
-        for key, p in [("model", model_path), *((f"files[{i}]", p) for i, p in enumerate(paths))]:
-            if p is not None and not p.is_file():
-                r.problem(key, f"file not found: {p}")
+        if model_path is not None and not model_path.is_file():
+            r.problem("model", f"file not found: {model_path}")
+        paths = _policy_files(r, pol, "files", required="policy" in data)
+        shadow = _policy_files(r, pol, "shadow_files", required=False)
+        watch = r.get(pol, "watch", bool, True)
+        owner_tags = r.get(pol, "owner_tags", list, [])
+        for system in owner_tags:
+            if system not in _UPSTREAM_DEFAULT_PREFIX:
+                r.problem("owner_tags", f"unknown system {system!r} (airflow, prefect)")
     if model_path is None:
         return None
-    return PolicySettings(model=model_path, files=tuple(paths))
+    return PolicySettings(model=model_path, files=paths, shadow_files=shadow, watch=watch,
+                          owner_tags=tuple(owner_tags))
+
+
+def _policy_files(r: _Reader, pol: Mapping[str, Any], key: str, required: bool
+                  ) -> tuple[Path, ...]:
+    files = r.get(pol, key, list, [], required=required)
+    if key in pol and pol[key] == [] and required:
+        r.problem(key, "must list at least one policy file")
+    paths: list[Path] = []
+    for i, f in enumerate(files):
+        if not isinstance(f, str):
+            r.problem(f"{key}[{i}]", "must be a file path")
+            continue
+        path = r.path(f)
+        if not path.is_file():
+            r.problem(f"{key}[{i}]", f"file not found: {path}")
+        paths.append(path)
+    return tuple(paths)
 
 
 def _audit(r: _Reader, data: Mapping[str, Any]) -> AuditSettings:

@@ -31,6 +31,7 @@ def record(ctx: RequestContext, event: str = "request") -> dict[str, Any]:
         "operation": ctx.operation.name if ctx.operation else None,
         "workflows": list(ctx.workflows),
         "owners": list(ctx.owners),
+        "owner_source": ctx.owner_source,
         "action": ctx.action.label if ctx.action else None,
         "decision": None if d is None else ("allow" if d.allowed else "deny"),
         "rule": d.rule.where if d is not None and d.rule is not None else None,

@@ -1,47 +1,91 @@
 """The active policy: one immutable snapshot, replaced whole.
 
-A reload parses and compiles a new snapshot in a worker thread (never on the event loop),
-then swaps one reference; a request reads `current` once and uses that snapshot throughout.
-An invalid file leaves the old snapshot in force and is reported (log, readiness detail).
+A reload parses, lints and compiles a new snapshot in a worker thread (never on the event
+loop), then swaps one reference; a request reads `current` once and decides with that
+snapshot throughout, so no request ever sees a half-loaded policy. An invalid change leaves
+the old snapshot in force and is reported: logged with file:line, counted, and shown in
+`/_orchgate/readyz`. pycasbin's own `load_policy()` is not used here: it raises RecursionError
+on large group sets, and SyncedEnforcer's auto-reload swallows errors (DESIGN.md §2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from proxy.policy.engine import PolicySnapshot, compile_policy
 from proxy.policy.model import PolicyError, load_policy
-from proxy.settings import PolicySettings
+
+WATCH_INTERVAL_SECONDS = 1.0
 
 
 class PolicyStore:
-    def __init__(self, settings: PolicySettings, log: Any) -> None:
-        self._settings = settings
+    def __init__(self, model: Path, files: tuple[Path, ...], log: Any,
+                 name: str = "policy") -> None:
+        self._model = model
+        self._files = files
         self._log = log
+        self.name = name
+        self._stamp = self._stamps()
         self.current: PolicySnapshot = self._build(1)  # an invalid policy at start: no start
         self.last_error: str | None = None
         self.loaded_at = time.time()
+        self.attempts = 0
+        self.reloads = 0
+        self.failures = 0
+        self._lock = asyncio.Lock()
 
     def _build(self, generation: int) -> PolicySnapshot:
-        return compile_policy(load_policy(self._settings.model, self._settings.files),
-                              generation)
+        return compile_policy(load_policy(self._model, self._files), generation)
+
+    def _stamps(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for path in (self._model, *self._files):
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append((-1, -1))
+        return tuple(out)
 
     async def reload(self) -> bool:
-        try:
-            snapshot = await asyncio.to_thread(self._build, self.current.generation + 1)
-        except PolicyError as err:
-            self.last_error = "; ".join(err.problems[:5])
-            self._log.error("policy_reload_failed", problems=err.problems,
-                            generation=self.current.generation)
-            return False
-        self.current = snapshot
-        self.last_error = None
-        self.loaded_at = time.time()
-        self._log.info("policy_reloaded", generation=snapshot.generation, digest=snapshot.digest)
-        return True
+        """Build and swap in a new snapshot; False (old one kept) when the files are invalid."""
+        async with self._lock:
+            self.attempts += 1
+            self._stamp = self._stamps()
+            start = time.perf_counter()
+            try:
+                snapshot = await asyncio.to_thread(self._build, self.current.generation + 1)
+            except PolicyError as err:
+                self.failures += 1
+                self.last_error = "; ".join(err.problems[:5])
+                self._log.error("policy_reload_failed", policy=self.name, problems=err.problems,
+                                generation=self.current.generation)
+                return False
+            if snapshot.digest == self.current.digest:
+                self.last_error = None
+                return True  # touched but unchanged: keep the generation (and its caches)
+            self.current = snapshot
+            self.reloads += 1
+            self.last_error = None
+            self.loaded_at = time.time()
+            self._log.info("policy_reloaded", policy=self.name, generation=snapshot.generation,
+                           digest=snapshot.digest, rules=len(snapshot.source.rules),
+                           seconds=round(time.perf_counter() - start, 3))
+            return True
+
+    async def watch(self, interval: float = WATCH_INTERVAL_SECONDS) -> None:
+        """Reload when a file's modification time or size changes (polling: it works the same
+        on a ConfigMap's symlink swap, a bind mount and an editor's rename)."""
+        while True:
+            await asyncio.sleep(interval)
+            if self._stamps() != self._stamp:
+                await self.reload()
 
     def status(self) -> dict[str, Any]:
         return {"generation": self.current.generation, "digest": self.current.digest,
-                "rules": len(self.current.source.rules), "last_error": self.last_error}
+                "rules": len(self.current.source.rules), "attempts": self.attempts,
+                "reloads": self.reloads,
+                "failures": self.failures, "last_error": self.last_error}
