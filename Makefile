@@ -9,7 +9,7 @@ PREFECT_VENV := .venvs/prefect
 IDP_DIR := deploy/dev-idp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test install lint types unit component integration bench clean-stack check-tools
+.PHONY: demo test install lint types unit component integration bench bench-policy clean-stack check-tools
 
 demo: install
 	$(VENV)/bin/python deploy/local/demo.py
@@ -66,3 +66,6 @@ clean-stack:
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/run.py
+
+bench-policy: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/policy_bench.py

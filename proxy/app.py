@@ -18,18 +18,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from proxy.airflow.steps import AirflowSteps
 from proxy.audit.logging import operational_log
 from proxy.audit.sinks import AuditLog
 from proxy.authorize import Authorizer
 from proxy.catalog import airflow, prefect
 from proxy.catalog.operation import Action
-from proxy.credentials import Credentials
+from proxy.credentials import AirflowServiceToken, AirflowTokens, Credentials
+from proxy.credentials.airflow import Post
+from proxy.errors import Reject
 from proxy.identity import TokenVerifier
 from proxy.ownership import OwnerTags
 from proxy.pipeline import Pipeline
 from proxy.policy.reload import PolicyStore
+from proxy.prefect.steps import PrefectSteps
 from proxy.resolve import Resolver, SystemResolver
-from proxy.resolve.airflow import AirflowResolver
+from proxy.resolve.airflow import AirflowLookups, AirflowResolver
 from proxy.resolve.prefect import PrefectLookups, PrefectResolver
 from proxy.settings import Settings
 from proxy.upstream.forward import Upstream
@@ -46,10 +50,20 @@ def create_app(settings: Settings) -> OrchgateApp:
     shadow = PolicyStore(settings.policy.model, settings.policy.shadow_files, log,
                          name="shadow") if settings.policy.shadow_files else None
     upstreams = {u.name: Upstream(u, settings.limits) for u in settings.upstreams}
-    credentials = Credentials(settings)
-    resolvers: dict[str, SystemResolver] = {"airflow": AirflowResolver()}
+    credentials = Credentials(settings, airflow_post=_poster(upstreams.get("airflow")))
+    resolvers: dict[str, SystemResolver] = {}
+    airflow_lookups = None
+    if "airflow" in upstreams and credentials.airflow is not None:
+        # Lookups only GET what a viewer may read: the least role Airflow's checks allow.
+        lookup_tokens = credentials.airflow
+        airflow_lookups = AirflowLookups(
+            upstreams["airflow"],
+            lambda: lookup_tokens.header(INTERNAL_CALLER, Action.READ),
+            settings.lookup_cache_seconds)
+        resolvers["airflow"] = AirflowResolver(airflow_lookups)
+    prefect_resolver = None
     if "prefect" in upstreams and credentials.prefect is not None:
-        resolvers["prefect"] = PrefectResolver(PrefectLookups(
+        resolvers["prefect"] = prefect_resolver = PrefectResolver(PrefectLookups(
             upstreams["prefect"], credentials.prefect.header, settings.lookup_cache_seconds))
     http = httpx2.AsyncClient(
         follow_redirects=False,
@@ -68,9 +82,12 @@ def create_app(settings: Settings) -> OrchgateApp:
     tags = OwnerTags(settings.policy.owner_tags, upstreams, tag_auth,
                      settings.lookup_cache_seconds) if settings.policy.owner_tags else None
     authorizer = Authorizer(policy, shadow, tags)
+    prefect_steps = PrefectSteps(prefect_resolver, authorizer) if prefect_resolver else None
+    airflow_steps = AirflowSteps(airflow_lookups, authorizer) if airflow_lookups else None
     pipeline = Pipeline(settings, verifier, authorizer,
                         {"airflow": airflow.CATALOG, "prefect": prefect.CATALOG},
-                        upstreams, credentials, Resolver(resolvers), audit)
+                        upstreams, credentials, Resolver(resolvers), audit, prefect_steps,
+                        airflow_steps)
 
     async def livez(_: Request) -> JSONResponse:
         return JSONResponse({"status": "live"})
@@ -81,6 +98,9 @@ def create_app(settings: Settings) -> OrchgateApp:
         if shadow is not None:
             checks["shadow_policy"] = {"ready": True, **shadow.status(),
                                        "disagreements": authorizer.shadow_disagreements}
+        if isinstance(credentials.airflow, AirflowServiceToken):
+            checks["airflow_credential"] = {"ready": credentials.airflow.ready,
+                                            "last_error": credentials.airflow.last_error}
         results = await asyncio.gather(*(u.healthy(HEALTH_PATHS[name])
                                          for name, u in upstreams.items()))
         for name, (ok, detail) in zip(upstreams, results, strict=True):
@@ -106,6 +126,11 @@ def create_app(settings: Settings) -> OrchgateApp:
             loop.add_signal_handler(signal.SIGHUP, reload_all)
         if settings.policy.watch:
             tasks.update(loop.create_task(store.watch()) for store in stores)
+        if isinstance(credentials.airflow, AirflowServiceToken):
+            # The first exchange before serving (a failure is reported by readyz and retried).
+            with contextlib.suppress(RuntimeError, OSError, ValueError, Reject):
+                await credentials.airflow.refresh()
+            tasks.add(loop.create_task(credentials.airflow.keep_fresh()))
         log.info("started", upstreams=sorted(upstreams), policy=policy.status(),
                  keys=verifier.status())
         try:
@@ -118,8 +143,18 @@ def create_app(settings: Settings) -> OrchgateApp:
             await http.aclose()
             audit.close()
 
+    async def airflow_jwks(_: Request) -> JSONResponse:
+        # The public keys Airflow's `[api_auth] trusted_jwks_url` points at (jwt-rs256 mode).
+        jwks = credentials.airflow.jwks() if isinstance(credentials.airflow, AirflowTokens) \
+            else None
+        if jwks is None:
+            return JSONResponse({"detail": "the Airflow credential mode is not jwt-rs256"},
+                                status_code=404)
+        return JSONResponse(jwks, headers={"cache-control": "max-age=60"})
+
     shell = Starlette(routes=[Route(ADMIN_PREFIX + "livez", livez),
-                              Route(ADMIN_PREFIX + "readyz", readyz)],
+                              Route(ADMIN_PREFIX + "readyz", readyz),
+                              Route(ADMIN_PREFIX + "airflow/jwks.json", airflow_jwks)],
                       lifespan=lifespan)
 
     return OrchgateApp(shell, pipeline)
@@ -140,3 +175,14 @@ class OrchgateApp:
             await self.pipeline.http(scope, receive, send)
         elif kind == "websocket":
             await self.pipeline.websocket(scope, receive, send)
+
+
+def _poster(upstream: Upstream | None) -> Post | None:
+    """POST a JSON body to `upstream` (the password credential's token exchange)."""
+    if upstream is None:
+        return None
+    target = upstream
+
+    async def post(path: bytes, body: bytes) -> tuple[int, Any]:
+        return await target.get_json(path, [], "POST", body)
+    return post

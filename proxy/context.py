@@ -43,6 +43,9 @@ class RequestContext:
     bytes_in: int = 0
     bytes_out: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
+    intent_seq: int | None = None  # the write-ahead record's seq (run, deploy, admin calls)
+    parent: dict[str, str] | None = None  # lineage: the run that started this call (checked)
+    capture: bytearray | None = None  # the response body of a creation, for the created ids
 
     @property
     def system(self) -> str | None:

@@ -9,6 +9,7 @@ disagree — e.g. CVE-2021-41773-style `%2e%2e`, nginx/Tomcat `..;/`).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes
 
@@ -42,6 +43,8 @@ def canonical_path(raw_path: bytes) -> str:
     """
     if not raw_path.startswith(b"/"):
         raise _ambiguous("the path must start with /")
+    if not raw_path.isascii():  # RFC 3986 §2.1: other bytes are percent-encoded
+        raise _ambiguous("the path contains bytes outside ASCII")
     if b"#" in raw_path or b"\\" in raw_path:
         raise _ambiguous("the path contains # or \\")
     segments = raw_path[1:].split(b"/")
@@ -64,6 +67,22 @@ def canonical_path(raw_path: bytes) -> str:
 
 def _ambiguous(detail: str) -> Reject:
     return Reject(400, "ambiguous-path", "Ambiguous path", detail)
+
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: host [":" port]; a reg-name, an IPv4 or an IPv6 literal.
+_HOST = re.compile(rb"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def check_request_headers(headers: list[tuple[bytes, bytes]], max_bytes: int) -> None:
+    """Refuse headers over the size limit (431) and a Host with more than one meaning: RFC 9112
+    §3.2 requires a 400 for a repeated Host, and its value is forwarded as X-Forwarded-Host."""
+    if sum(len(k) + len(v) + 4 for k, v in headers) > max_bytes:
+        raise Reject(431, "headers-too-large", "Request header fields too large",
+                     f"the limit is {max_bytes} bytes")
+    hosts = [v for k, v in headers if k == b"host"]
+    if len(hosts) > 1 or (hosts and not _HOST.fullmatch(hosts[0])):
+        raise Reject(400, "bad-request", "Bad request",
+                     "the request needs at most one Host header: a host name and a port")
 
 
 def is_trusted(client: str, trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]

@@ -10,6 +10,7 @@ clients such as apache-airflow-client validate them).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -25,8 +26,30 @@ MAX_SCANNED = 50_000  # items read from the upstream for one request, at most
 UPSTREAM_PAGE = {"airflow": 100, "prefect": 200}
 DEFAULT_LIMIT = {"airflow": 50, "prefect": 200}
 
-ItemWorkflow = Callable[[dict[str, Any]], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """An item shown when the caller may read any one of these workflows (an Airflow tag is
+    visible to who may read some DAG that carries it); none at all: hidden."""
+
+    workflows: tuple[str, ...]
+
+
+# An item's workflow; a tuple when it belongs to several at once (an Airflow import error
+# belongs to every DAG of its file): shown only when the caller may read all of them.
+ItemWorkflows = str | tuple[str, ...] | AnyOf
+ItemWorkflow = Callable[[Any], Awaitable[ItemWorkflows]]
 CanRead = Callable[[str], bool]
+
+
+def readable(workflows: ItemWorkflows, can_read: CanRead) -> tuple[str, ...]:
+    """The workflows that make an item visible to the caller; () when it is hidden."""
+    if isinstance(workflows, str):
+        return (workflows,) if can_read(workflows) else ()
+    if isinstance(workflows, AnyOf):
+        return tuple(w for w in workflows.workflows if can_read(w))[:1]
+    return workflows if workflows and all(can_read(w) for w in workflows) else ()
 
 
 async def filter_list(ctx: RequestContext, upstream: Upstream, op: Operation, path_qs: bytes,
@@ -59,19 +82,19 @@ async def filter_list(ctx: RequestContext, upstream: Upstream, op: Operation, pa
         status, data = await upstream.get_json(target, headers, op.method, page_body)
         ctx.upstream_status = status
         if status != 200:
-            await _send_json(ctx, status, data, send)  # the upstream's own error, unchanged
+            await send_json(ctx, status, data, send)  # the upstream's own error, unchanged
             return
         items = data if op.list_key == "." else (data or {}).get(op.list_key)
         if not isinstance(items, list):
             raise Reject(502, "upstream-error", "Bad gateway",
                          f"{op.system} answered {op.name} without a list")
         for item in items:
-            if not isinstance(item, dict):
+            if not isinstance(item, dict | str):  # Airflow's tag list holds bare names
                 continue
-            workflow = await item_workflow(item)
-            if can_read(workflow):
+            shown = readable(await item_workflow(item), can_read)
+            if shown:
                 visible.append(item)
-                workflows[workflow] = None
+                workflows.update(dict.fromkeys(shown))
         scanned += len(items)
         if len(items) < page_size or scanned >= MAX_SCANNED:
             break
@@ -79,9 +102,9 @@ async def filter_list(ctx: RequestContext, upstream: Upstream, op: Operation, pa
     ctx.workflows = tuple(workflows)[:100]  # the audit record names at most 100
     window = visible[offset:offset + limit]
     if op.list_key == ".":
-        await _send_json(ctx, 200, window, send)
+        await send_json(ctx, 200, window, send)
     else:
-        await _send_json(ctx, 200, {**data, op.list_key: window, "total_entries": len(visible)},
+        await send_json(ctx, 200, {**data, op.list_key: window, "total_entries": len(visible)},
                          send)
 
 
@@ -96,7 +119,7 @@ def _window(params: dict[str, Any], system: str) -> tuple[int, int]:
     return min(limit, UPSTREAM_PAGE[system]), offset
 
 
-async def _send_json(ctx: RequestContext, status: int, data: Any, send: Any) -> None:
+async def send_json(ctx: RequestContext, status: int, data: Any, send: Any) -> None:
     body = orjson.dumps(data)
     ctx.status = status
     ctx.bytes_out = len(body)

@@ -5,9 +5,10 @@
     3 authn       bearer token → Principal                               401
     4 resolve     Operation + request → workflow ids (+ the action the body asks for)
     5 authz       decide(principal, system, workflow, action) → Decision  403
-    6 credential  the upstream credential for this caller and action
-    7 forward     stream request and response; filter many-workflow lists
-    8 audit       one record per request, whatever happened
+    6 audit       lineage checked; run/deploy/admin: intent record on disk  503
+    7 credential  the upstream credential for this caller and action
+    8 forward     stream request and response; filter many-workflow lists
+    9 audit       one record per request, whatever happened
 
 Each step reads what earlier steps put in the `RequestContext` and adds to it; none reaches
 back. Any step may raise `Reject`, which becomes a problem+json answer (and is audited).
@@ -24,22 +25,28 @@ from typing import Any
 
 import orjson
 
-from proxy.audit.record import record
+from proxy.airflow.redaction import forward_redacted
+from proxy.airflow.steps import AirflowSteps
+from proxy.audit.record import CAPTURE_LIMIT, record
 from proxy.audit.sinks import AuditLog
+from proxy.audit.writeahead import write_ahead
 from proxy.authorize import Authorizer
 from proxy.catalog.operation import Catalog, Operation, Scope
 from proxy.context import RequestContext
 from proxy.credentials import Credentials
 from proxy.edge import (
     canonical_path,
+    check_request_headers,
     downstream_response_headers,
     forwarded_for,
     is_trusted,
     upstream_request_headers,
 )
 from proxy.errors import Reject, bad_request, problem_body, problem_headers
+from proxy.lineage import Lineage
 from proxy.identity import AuthError, KeysUnavailable, Principal, TokenVerifier, bearer_token
-from proxy.listing import filter_list
+from proxy.listing import ItemWorkflows, filter_list
+from proxy.prefect.steps import PrefectSteps
 from proxy.resolve import Resolver
 from proxy.settings import Settings
 from proxy.upstream import websocket
@@ -54,7 +61,10 @@ Send = Any
 class Pipeline:
     def __init__(self, settings: Settings, verifier: TokenVerifier, authorizer: Authorizer,
                  catalogs: dict[str, Catalog], upstreams: dict[str, Upstream],
-                 credentials: Credentials, resolver: Resolver, audit: AuditLog) -> None:
+                 credentials: Credentials, resolver: Resolver, audit: AuditLog,
+                 prefect: PrefectSteps | None = None,
+                 airflow: AirflowSteps | None = None, lineage: Lineage | None = None
+                 ) -> None:
         self.settings = settings
         self.verifier = verifier
         self.authorizer = authorizer
@@ -63,6 +73,9 @@ class Pipeline:
         self.credentials = credentials
         self.resolver = resolver
         self.audit = audit
+        self.prefect = prefect  # Prefect's scoped reads, run stamps, socket frame filters
+        self.airflow = airflow  # Airflow's many-DAG requests, run notes, secret values
+        self.lineage = lineage  # X-Orchgate-Parent-Run from service accounts (lineage.py)
         self._prefixes = sorted(((u.prefix, u) for u in settings.upstreams),
                                 key=lambda pu: -len(pu[0]))
 
@@ -95,6 +108,7 @@ class Pipeline:
         headers: Headers = scope["headers"]
         # 1 edge
         ctx.path = canonical_path(scope.get("raw_path") or scope["path"].encode())
+        check_request_headers(headers, self.settings.limits.max_header_bytes)
         declared = content_length(headers)
         if declared is not None and declared > self.settings.limits.max_body_bytes:
             raise too_large(self.settings.limits.max_body_bytes)
@@ -104,27 +118,53 @@ class Pipeline:
         ctx.principal = await self.authenticate(headers)
         operation, ctx.params = find_operation(catalog, ctx.method, ctx.api_path)
         ctx.operation = operation
+        if operation.blocked:
+            raise blocked(operation.blocked)
         if operation.needs_body:
-            ctx.body = await read_body(receive, self.settings.limits.max_body_bytes)
+            check_json_content_type(headers)
+            ctx.body = await read_body(receive, self.settings.limits.max_body_bytes,
+                                       self.settings.limits.body_timeout_seconds)
             ctx.json = parse_json(ctx.body)
         # 4 resolve
         ctx.workflows, ctx.action = await self.resolver.resolve(operation, ctx.params, ctx.json)
+        if operation.many == "match" and self.airflow is not None:
+            await self.airflow.match(ctx)  # PATCH /dags: every DAG its filters match
         # 5 authz
         await self.authorizer.authorize(ctx, ctx.principal, operation)
-        # 6 credential
+        # 6 audit intent
+        if self.lineage is not None:
+            await self.lineage.check(ctx, headers)
+        await write_ahead(self.audit, ctx)
+        # 7 credential
         out_headers = self.upstream_headers(ctx, scope, headers)
         out_headers.append(self.credentials.header(upstream.name, ctx.principal, ctx.action))
         # 7 forward
+        if (operation.many == "narrow" and self.airflow is not None
+                and not await self.airflow.narrow(ctx, send)):  # dag_ids ∩ what it may read
+            return  # nothing readable: answered with the empty collection
         path_qs = upstream_path(ctx, scope)
         if listing_of(operation, ctx.params):
-            async def item_workflow(item: dict[str, Any]) -> str:
+            if self.prefect is not None and operation.system == "prefect":
+                # The caller's scope is injected into Prefect's filter (prefect/scoped.py).
+                await self.prefect.scoped.forward(ctx, upstream, path_qs, out_headers, send)
+                return
+            async def item_workflow(item: Any) -> ItemWorkflows:
                 return await self.resolver.item_workflow(operation, item)
             await filter_list(ctx, upstream, operation, path_qs, out_headers, item_workflow,
                               self.authorizer.can_read(ctx), send)
             return
         body: bytes | AsyncIterator[bytes] | None = ctx.body
+        if self.prefect is not None and operation.system == "prefect":
+            body = self.prefect.stamp(ctx, ctx.body)  # created runs name their caller
+        if operation.stamp and self.airflow is not None:
+            body = self.airflow.stamp(ctx)  # the run's note names its caller
+        if operation.redact and self.airflow is not None and self.airflow.hides_secrets(ctx):
+            await forward_redacted(ctx, upstream, operation.redact, path_qs, out_headers,
+                                   ctx.body, send)
+            return
         if body is None and ctx.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            body = stream_body(ctx, receive, self.settings.limits.max_body_bytes)
+            body = stream_body(ctx, receive, self.settings.limits.max_body_bytes,
+                               self.settings.limits.body_timeout_seconds)
         await forward(ctx, upstream, path_qs, out_headers, body, send)
 
     # -- websockets (Prefect) ------------------------------------------------------------------
@@ -153,6 +193,7 @@ class Pipeline:
         headers: Headers = scope["headers"]
         # 1 edge, 2 route
         ctx.path = canonical_path(scope.get("raw_path") or scope["path"].encode())
+        check_request_headers(headers, self.settings.limits.max_header_bytes)
         upstream, catalog = self.route(ctx)
         if "prefect" not in scope.get("subprotocols", ()):
             raise bad_request("the prefect websocket subprotocol is required")
@@ -182,10 +223,14 @@ class Pipeline:
                                              self.credentials.prefect.auth_string())
         ctx.upstream_status = 101
         await send({"type": "websocket.send", "text": answer})
-        result = await websocket.bridge(ws, receive, send, principal.expires_at)
+        inbound, outbound = self.prefect.frame_filters(ctx) if self.prefect else (None, None)
+        result = await websocket.bridge(ws, receive, send, principal.expires_at,
+                                        inbound=inbound, outbound=outbound)
         ctx.status = result.close_code
         ctx.notes["websocket"] = {"frames_in": result.frames_in,
                                   "frames_out": result.frames_out,
+                                  "dropped_in": result.dropped_in,
+                                  "dropped_out": result.dropped_out,
                                   "closed_by": result.closed_by}
 
     def route(self, ctx: RequestContext) -> tuple[Upstream, Catalog]:
@@ -194,6 +239,9 @@ class Pipeline:
                 ctx.upstream = settings
                 rest = ctx.path[len(prefix):]
                 if not rest.startswith(settings.api_root + "/"):
+                    reason = self.catalogs[settings.name].blocked_reason(rest)
+                    if reason is not None:
+                        raise blocked(reason)
                     raise Reject(404, "not-found", "Not found",
                                  f"only the {settings.name} API under "
                                  f"{prefix}{settings.api_root}/ is served")
@@ -297,13 +345,21 @@ def find_operation(catalog: Catalog, method: str, api_path: str
 
 
 def listing_of(op: Operation, params: dict[str, str]) -> bool:
+    if op.many:  # narrowed before it is sent, or decided on every DAG it matches
+        return False
     return op.scope == Scope.LIST or (bool(op.list_key) and params.get(op.param) == "~")
 
 
 def upstream_path(ctx: RequestContext, scope: Scope_) -> bytes:
     assert ctx.upstream is not None
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
-    path = raw[len(ctx.upstream.prefix):]
+    prefix = ctx.upstream.prefix.encode()
+    if not raw.startswith(prefix + b"/"):
+        # Routed on the decoded path, a percent-encoded prefix (`/%61irflow/…`) cannot be cut
+        # from the raw one: refused, like every path with two spellings of one meaning.
+        raise Reject(400, "ambiguous-path", "Ambiguous path",
+                     "the upstream prefix must not be percent-encoded")
+    path = raw[len(prefix):]
     return path + (b"?" + ctx.query if ctx.query else b"")
 
 
@@ -313,9 +369,40 @@ def unauthorized(err: AuthError) -> Reject:
                   headers=((b"www-authenticate", err.challenge().encode()),))
 
 
+def blocked(reason: str) -> Reject:
+    return Reject(403, "blocked", "Not served through orchgate", reason)
+
+
 def too_large(limit: int) -> Reject:
     return Reject(413, "body-too-large", "Request body too large",
                   f"the limit is {limit} bytes")
+
+
+def body_timeout(seconds: float) -> Reject:
+    return Reject(408, "body-timeout", "Request body timeout",
+                  f"the body did not arrive within {seconds:g} seconds")
+
+
+def check_json_content_type(headers: Headers) -> None:
+    """A body orchgate reads as JSON must be one the upstream reads as JSON too: FastAPI parses
+    it only without a Content-Type or with application/json or application/*+json."""
+    values = [v for k, v in headers if k == b"content-type"]
+    if not values:
+        return
+    media = values[0].split(b";")[0].strip().lower()
+    if len(values) > 1 or not (media == b"application/json" or (
+            media.startswith(b"application/") and media.endswith(b"+json"))):
+        raise Reject(415, "unsupported-media-type", "Unsupported media type",
+                     "this operation takes a JSON body (application/json)")
+
+
+async def receive_by(receive: Receive, deadline: float, seconds: float) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout_at(deadline):
+            message: dict[str, Any] = await receive()
+            return message
+    except TimeoutError:
+        raise body_timeout(seconds) from None
 
 
 def parse_json(body: bytes) -> Any:
@@ -327,11 +414,12 @@ def parse_json(body: bytes) -> Any:
         raise Reject(400, "bad-request", "Bad request", "the body is not valid JSON") from None
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
+async def read_body(receive: Receive, limit: int, seconds: float) -> bytes:
     chunks = []
     size = 0
+    deadline = asyncio.get_running_loop().time() + seconds
     while True:
-        message = await receive()
+        message = await receive_by(receive, deadline, seconds)
         if message["type"] == "http.disconnect":
             raise Reject(400, "client-disconnected", "Client disconnected",
                          "the client went away before sending the whole body")
@@ -344,10 +432,15 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def stream_body(ctx: RequestContext, receive: Receive, limit: int
+async def stream_body(ctx: RequestContext, receive: Receive, limit: int, seconds: float
                       ) -> AsyncIterator[bytes]:
+    deadline = asyncio.get_running_loop().time() + seconds
     while True:
-        message = await receive()
+        try:
+            message = await receive_by(receive, deadline, seconds)
+        except Reject as reject:
+            ctx.body_error = reject  # aborts the upstream request, as below
+            raise
         if message["type"] == "http.disconnect":
             ctx.body_error = Reject(400, "client-disconnected", "Client disconnected",
                                     "the client went away before sending the whole body")
@@ -387,5 +480,7 @@ async def _forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, head
         ctx.response_started = True
         async for chunk in response.content.iter_any():
             ctx.bytes_out += len(chunk)
+            if ctx.capture is not None and len(ctx.capture) < CAPTURE_LIMIT:
+                ctx.capture += chunk  # a creation's answer names what it created (record.py)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})

@@ -65,13 +65,25 @@ class IssuerSettings:
     jwks_refresh_seconds: float = 300.0
 
 
+AIRFLOW_CREDENTIAL_MODES = ("jwt-hs512", "jwt-rs256", "password")
+
+
 @dataclass(frozen=True, slots=True)
 class AirflowCredential:
-    mode: str  # "jwt-hs512"
-    signing_secret: SecretRef
+    # "jwt-hs512": per-caller tokens signed with Airflow's `[api_auth] jwt_secret`;
+    # "jwt-rs256": per-caller tokens signed with a private key whose public half orchgate
+    #   serves at /_orchgate/airflow/jwks.json (Airflow's `[api_auth] trusted_jwks_url`);
+    # "password": one service account's token from Airflow's `POST /auth/token`.
+    mode: str
+    signing_secret: SecretRef | None = None  # jwt-hs512
     audience: str = "apache-airflow"
     issuer: str | None = None
     lifetime_seconds: int = 120
+    signing_key: SecretRef | None = None  # jwt-rs256: a PEM RSA private key
+    key_id: str | None = None  # jwt-rs256: the `kid`; default its RFC 7638 thumbprint
+    jwks_extra: Path | None = None  # jwt-rs256: more public keys to publish (Airflow's own)
+    username: str | None = None  # password
+    password: SecretRef | None = None  # password
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,15 @@ class PolicySettings:
 class AuditSettings:
     file: Path | None
     stdout: bool = True
+    enabled: bool = True  # false: no trail at all (benchmarks only; never in production)
+    fsync: bool = True  # intent records reach the disk before a mutating call is forwarded
+    reads_on_failure: str = "serve"  # or "refuse": reads when the trail cannot be written
+    checkpoint_key_file: Path | None = None  # Ed25519 private key (PEM) signing checkpoints
+    checkpoint_every: int = 1000  # records between signed checkpoints …
+    checkpoint_seconds: float = 60.0  # … or seconds, whichever comes first
+    checkpoint_file: Path | None = None  # a second sink that receives every checkpoint
+    rotate_bytes: int = 100 * 1024 * 1024  # rotate the file past this size …
+    rotate_seconds: float = 0.0  # … or this age (0: never by age)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +134,9 @@ class Limits:
     max_header_bytes: int = 32 * 1024
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 60.0
+    # The whole request body must arrive within this: a slow-drip body (slowloris) would hold
+    # a connection to the upstream, and a slot of its pool, for as long as the caller likes.
+    body_timeout_seconds: float = 60.0
     pool_size: int = 100
 
 
@@ -381,20 +405,36 @@ def _upstreams(r: _Reader, data: Mapping[str, Any]) -> list[UpstreamSettings]:
 
 
 def _airflow_credential(r: _Reader, cred: Mapping[str, Any]) -> AirflowCredential | None:
-    r.mapping(cred, {"mode", "signing_secret", "signing_secret_file", "audience", "issuer",
-                     "lifetime_seconds"})
     mode = r.get(cred, "mode", str, "jwt-hs512")
-    if mode != "jwt-hs512":
-        r.problem("mode", f"unknown mode {mode!r} (supported: jwt-hs512)")
-    secret = r.secret(cred, "signing_secret")
+    keys = {"jwt-hs512": {"signing_secret", "signing_secret_file"},
+            "jwt-rs256": {"signing_key", "signing_key_file", "key_id", "jwks_extra_file"},
+            "password": {"username", "password", "password_file"}}
+    if mode not in keys:
+        r.problem("mode", f"unknown mode {mode!r} (supported: "
+                          f"{', '.join(AIRFLOW_CREDENTIAL_MODES)})")
+        return None
+    r.mapping(cred, {"mode", "audience", "issuer", "lifetime_seconds", *keys[mode]})
     lifetime = r.get(cred, "lifetime_seconds", int, 120)
     if not 10 <= lifetime <= 300:
         r.problem("lifetime_seconds", "must be between 10 and 300 (at most 5 minutes)")
-    if secret is None:
-        return None
-    return AirflowCredential(mode=mode, signing_secret=secret,
-                             audience=r.get(cred, "audience", str, "apache-airflow"),
-                             issuer=r.get(cred, "issuer", str), lifetime_seconds=lifetime)
+    common: dict[str, Any] = {"mode": mode, "lifetime_seconds": lifetime,
+                              "audience": r.get(cred, "audience", str, "apache-airflow"),
+                              "issuer": r.get(cred, "issuer", str)}
+    if mode == "jwt-hs512":
+        secret = r.secret(cred, "signing_secret")
+        return AirflowCredential(signing_secret=secret, **common) if secret else None
+    if mode == "jwt-rs256":
+        key = r.secret(cred, "signing_key")
+        extra = r.get(cred, "jwks_extra_file", str)
+        extra_path = r.path(extra) if extra else None
+        if extra_path is not None and not extra_path.is_file():
+            r.problem("jwks_extra_file", f"file not found: {extra_path}")
+        return AirflowCredential(signing_key=key, key_id=r.get(cred, "key_id", str),
+                                 jwks_extra=extra_path, **common) if key else None
+    username = r.get(cred, "username", str, required=True)
+    password = r.secret(cred, "password")
+    return AirflowCredential(username=username, password=password, **common) \
+        if username and password else None
 
 
 def _prefect_credential(r: _Reader, cred: Mapping[str, Any]) -> PrefectCredential | None:
@@ -444,13 +484,39 @@ def _policy_files(r: _Reader, pol: Mapping[str, Any], key: str, required: bool
 def _audit(r: _Reader, data: Mapping[str, Any]) -> AuditSettings:
     audit = r.get(data, "audit", dict, {})
     with r.at("audit"):
-        r.mapping(audit, {"file", "stdout"})
+        r.mapping(audit, {"file", "stdout", "enabled", "fsync", "reads_on_failure",
+                          "checkpoint_key_file", "checkpoint_every", "checkpoint_seconds",
+                          "checkpoint_file", "rotate_bytes", "rotate_seconds"})
+        d = AuditSettings(file=None)
         file = r.get(audit, "file", str)
         stdout = r.get(audit, "stdout", bool, True)
         path = r.path(file) if file else None
         if path is not None and not path.parent.is_dir():
             r.problem("file", f"directory does not exist: {path.parent}")
-    return AuditSettings(file=path, stdout=stdout)
+        reads = r.get(audit, "reads_on_failure", str, d.reads_on_failure)
+        if reads not in ("serve", "refuse"):
+            r.problem("reads_on_failure", f"must be serve or refuse, not {reads!r}")
+        key_name = r.get(audit, "checkpoint_key_file", str)
+        key_file = r.path(key_name) if key_name else None
+        if key_file is not None and not key_file.is_file():
+            r.problem("checkpoint_key_file", f"file not found: {key_file}")
+        checkpoints = r.get(audit, "checkpoint_file", str)
+        checkpoint_file = r.path(checkpoints) if checkpoints else None
+        if checkpoint_file is not None and not checkpoint_file.parent.is_dir():
+            r.problem("checkpoint_file",
+                      f"directory does not exist: {checkpoint_file.parent}")
+        rotate_seconds = r.get(audit, "rotate_seconds", (int, float), 0)
+        if rotate_seconds < 0:
+            r.problem("rotate_seconds", "must be 0 (never) or greater")
+    return AuditSettings(
+        file=path, stdout=stdout, enabled=r.get(audit, "enabled", bool, True),
+        fsync=r.get(audit, "fsync", bool, True), reads_on_failure=reads,
+        checkpoint_key_file=key_file,
+        checkpoint_every=int(r.positive(audit, "checkpoint_every", d.checkpoint_every)),
+        checkpoint_seconds=r.positive(audit, "checkpoint_seconds", d.checkpoint_seconds),
+        checkpoint_file=checkpoint_file,
+        rotate_bytes=int(r.positive(audit, "rotate_bytes", d.rotate_bytes)),
+        rotate_seconds=float(rotate_seconds))
 
 
 def _limits(r: _Reader, data: Mapping[str, Any]) -> Limits:
@@ -458,13 +524,14 @@ def _limits(r: _Reader, data: Mapping[str, Any]) -> Limits:
     d = Limits()
     with r.at("limits"):
         r.mapping(lim, {"max_body_bytes", "max_header_bytes", "connect_timeout_seconds",
-                        "read_timeout_seconds", "pool_size"})
+                        "read_timeout_seconds", "body_timeout_seconds", "pool_size"})
         return Limits(
             max_body_bytes=int(r.positive(lim, "max_body_bytes", d.max_body_bytes)),
             max_header_bytes=int(r.positive(lim, "max_header_bytes", d.max_header_bytes)),
             connect_timeout_seconds=r.positive(lim, "connect_timeout_seconds",
                                                d.connect_timeout_seconds),
             read_timeout_seconds=r.positive(lim, "read_timeout_seconds", d.read_timeout_seconds),
+            body_timeout_seconds=r.positive(lim, "body_timeout_seconds", d.body_timeout_seconds),
             pool_size=int(r.positive(lim, "pool_size", d.pool_size)),
         )
 

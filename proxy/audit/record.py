@@ -1,19 +1,39 @@
-"""The audit record (schema v0): one JSON object per request, built from its context."""
+"""The audit record (schema v1, docs/audit.md): built here, and only here, from the context.
+
+`record(ctx)` is the one record every request gets, whatever happened (denials, 401s and
+errors included); `record(ctx, "intent")` is the write-ahead record of a run, deploy or admin
+call, made durable before it is forwarded. The sink adds the chain fields (seq, prev, hash).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
+import orjson
+
+from proxy.audit.chain import SCHEMA
 from proxy.context import RequestContext
 
-SCHEMA = "orchgate.audit/0"
+# Operations that create something whose id the auditor wants: the id fields of the response.
+CREATED: dict[str, tuple[str, ...]] = {
+    "trigger_dag_run": ("dag_id", "dag_run_id"),
+    "create_backfill": ("id",),
+    "create_flow_run": ("id",),
+    "create_flow_run_from_deployment": ("id",),
+    "bulk_create_flow_runs_from_deployment": ("id",),
+    "create_deployment": ("id",),
+}
+CAPTURE_LIMIT = 256 * 1024  # response bytes kept to find the created ids
+_CREATED_NAMES = {"trigger_dag_run": "dag_run", "create_backfill": "backfill",
+                  "create_deployment": "deployment"}
 
 
 def record(ctx: RequestContext, event: str = "request") -> dict[str, Any]:
     p = ctx.principal
     d = ctx.decision
-    return {
+    notes = {k: v for k, v in ctx.notes.items() if k not in ("shadow", "policy_digest")}
+    out: dict[str, Any] = {
         "schema": SCHEMA,
         "event": event,
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -25,22 +45,61 @@ def record(ctx: RequestContext, event: str = "request") -> dict[str, Any]:
         "client": ctx.client,
         "user_agent": ctx.user_agent,
         "system": ctx.system,
+        "operation": ctx.operation.name if ctx.operation else None,
         "method": ctx.method,
         "path": ctx.path,
         "query": ctx.query.decode("latin-1"),
-        "operation": ctx.operation.name if ctx.operation else None,
         "workflows": list(ctx.workflows),
         "owners": list(ctx.owners),
         "owner_source": ctx.owner_source,
         "action": ctx.action.label if ctx.action else None,
         "decision": None if d is None else ("allow" if d.allowed else "deny"),
         "rule": d.rule.where if d is not None and d.rule is not None else None,
+        "reason": d.reason if d is not None and not d.allowed else None,
         "policy_generation": ctx.policy_generation,
+        "policy_hash": ctx.notes.get("policy_digest"),
+        "shadow": ctx.notes.get("shadow"),
+        "parent": ctx.parent,
+    }
+    if event == "intent":
+        return out
+    out.update({
         "status": ctx.status,
         "problem": ctx.problem,
         "upstream_status": ctx.upstream_status,
         "latency_ms": ctx.elapsed_ms(),
         "bytes_in": ctx.bytes_in,
         "bytes_out": ctx.bytes_out,
-        **({"notes": ctx.notes} if ctx.notes else {}),
-    }
+        "created": created(ctx),
+        "intent_seq": ctx.intent_seq,
+    })
+    if notes:
+        out["notes"] = notes
+    return out
+
+
+def created(ctx: RequestContext) -> dict[str, Any] | None:
+    """The ids the upstream answered a creation with (a DAG run, flow runs, a deployment)."""
+    if (ctx.operation is None or ctx.capture is None or ctx.upstream_status is None
+            or not 200 <= ctx.upstream_status < 300):
+        return None
+    fields = CREATED.get(ctx.operation.name)
+    if fields is None:
+        return None
+    try:
+        body = orjson.loads(bytes(ctx.capture))
+    except orjson.JSONDecodeError:
+        return None
+    items = body if isinstance(body, list) else [body]
+    name = _CREATED_NAMES.get(ctx.operation.name, "flow_run")
+    found = []
+    for item in items:
+        if isinstance(item, dict) and all(isinstance(item.get(f), str) for f in fields):
+            found.append({"system": ctx.system, "kind": name,
+                          "id": "/".join(item[f] for f in fields)})
+    return {"runs": found} if found else None
+
+
+def run_key(system: str, kind: str, id_: str) -> str:
+    """How lineage names a run: `prefect:<flow_run_id>`, `airflow:<dag_id>/<run_id>`."""
+    return f"{system}:{id_}"

@@ -38,6 +38,9 @@ class Scope(IntEnum):
     PATH = 1  # a path parameter names the workflow (or an id resolved by lookup)
     BODY = 2  # a JSON body field names the workflow (or an id resolved by lookup)
     LIST = 3  # a read over many workflows: the response is filtered to what the caller may read
+    SYSTEM = 4  # a server-wide object (work pools, blocks, settings): decided on the workflow
+    #             "*", i.e. granted only to who holds the action on every workflow
+    QUERY = 5  # query parameters select the workflows (Airflow's PATCH /dags?dag_id_pattern=)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,12 @@ class Operation:
     inspect_body: bool = False  # the JSON body can raise the action (e.g. job_variables)
     list_key: str = ""  # LIST reads (and `~` in an Airflow path): the JSON key of the items,
     #                     "." when the response body is the list itself
+    many: str = ""  # many workflows, decided before the request is sent (proxy/airflow/many.py):
+    #                 "narrow" sets its `dag_ids` to what the caller may read ∩ what it asked;
+    #                 "match" needs the right on every workflow its query matches
+    redact: str = ""  # the response holds secret values of this kind (airflow/redaction.py)
+    stamp: bool = False  # the request body gets a note naming the caller (Airflow triggers)
+    blocked: str = ""  # known, never served: the reason given to the caller
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _params: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -83,6 +92,9 @@ class Operation:
 class Catalog:
     system: str
     operations: tuple[Operation, ...]
+    # Paths beside the API root that are refused with a reason (path prefix, why), e.g.
+    # Airflow's internal UI API. Anything else outside the API root is simply not found.
+    blocked: tuple[tuple[str, str], ...] = ()
     _by_method: dict[str, tuple[Operation, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +105,13 @@ class Catalog:
                          key=lambda op: (op.template.count("{"), -len(op.template))):
             by_method.setdefault(op.method, []).append(op)
         object.__setattr__(self, "_by_method", {m: tuple(ops) for m, ops in by_method.items()})
+
+    def blocked_reason(self, path: str) -> str | None:
+        """Why `path` (relative to the upstream's prefix, outside its API root) is refused."""
+        for prefix, reason in self.blocked:
+            if path == prefix.rstrip("/") or path.startswith(prefix):
+                return reason
+        return None
 
     def find(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
         """The operation for (method, path), with its path parameters."""

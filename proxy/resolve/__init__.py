@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from proxy.catalog.operation import Action, Operation, Scope
+from proxy.listing import ItemWorkflows
 from proxy.resolve.common import check_workflow_id
 
 __all__ = ["Resolver", "SystemResolver", "check_workflow_id"]
@@ -18,7 +19,7 @@ class SystemResolver(Protocol):
     async def resolve(self, op: Operation, params: dict[str, str], body: Any
                       ) -> tuple[tuple[str, ...], Action]: ...
 
-    async def item_workflow(self, op: Operation, item: dict[str, Any]) -> str: ...
+    async def item_workflow(self, op: Operation, item: Any) -> ItemWorkflows: ...
 
 
 class Resolver:
@@ -31,5 +32,5 @@ class Resolver:
             return (), op.action
         return await self._systems[op.system].resolve(op, params, body)
 
-    async def item_workflow(self, op: Operation, item: dict[str, Any]) -> str:
+    async def item_workflow(self, op: Operation, item: Any) -> ItemWorkflows:
         return await self._systems[op.system].item_workflow(op, item)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +28,15 @@ NORMAL = 1000
 MAX_FRAME = 4 * 1024 * 1024
 
 
+FrameFilter = Callable[[str], Awaitable[bool]]  # True lets a text frame through
+
+
 @dataclass(slots=True)
 class BridgeResult:
     frames_in: int = 0
     frames_out: int = 0
+    dropped_in: int = 0  # frames a filter kept from the upstream (e.g. events of others)
+    dropped_out: int = 0  # frames a filter kept from the caller
     closed_by: str = ""
     close_code: int = NORMAL
 
@@ -64,8 +70,13 @@ async def connect(upstream: Upstream, path_qs: bytes, headers: Headers, auth_str
 
 
 async def bridge(ws: aiohttp.ClientWebSocketResponse, receive: Any, send: Any,
-                 expires_at: float) -> BridgeResult:
-    """Relay frames both ways until either side closes or the caller's token expires."""
+                 expires_at: float, *, inbound: FrameFilter | None = None,
+                 outbound: FrameFilter | None = None) -> BridgeResult:
+    """Relay frames both ways until either side closes or the caller's token expires.
+
+    `inbound`/`outbound` decide per text frame (caller → upstream / upstream → caller);
+    binary frames are not part of the `prefect` subprotocol and are dropped when filtered.
+    """
     result = BridgeResult()
 
     async def from_client() -> None:
@@ -74,6 +85,9 @@ async def bridge(ws: aiohttp.ClientWebSocketResponse, receive: Any, send: Any,
             if message["type"] == "websocket.disconnect":
                 result.closed_by = "client"
                 return
+            if inbound is not None and not await _passes(inbound, message):
+                result.dropped_in += 1
+                continue
             if message.get("text") is not None:
                 await ws.send_str(message["text"])
             elif message.get("bytes") is not None:
@@ -82,6 +96,12 @@ async def bridge(ws: aiohttp.ClientWebSocketResponse, receive: Any, send: Any,
 
     async def from_upstream() -> None:
         async for message in ws:
+            if outbound is not None and message.type in (aiohttp.WSMsgType.TEXT,
+                                                         aiohttp.WSMsgType.BINARY) \
+                    and not (message.type == aiohttp.WSMsgType.TEXT
+                             and await outbound(message.data)):
+                result.dropped_out += 1
+                continue
             if message.type == aiohttp.WSMsgType.TEXT:
                 await send({"type": "websocket.send", "text": message.data})
             elif message.type == aiohttp.WSMsgType.BINARY:
@@ -113,3 +133,8 @@ async def bridge(ws: aiohttp.ClientWebSocketResponse, receive: Any, send: Any,
         result.close_code = NORMAL if code in (1005, 1006, 1015) else code
         await send({"type": "websocket.close", "code": result.close_code})
     return result
+
+
+async def _passes(check: FrameFilter, message: dict[str, Any]) -> bool:
+    text = message.get("text")
+    return text is not None and await check(text)

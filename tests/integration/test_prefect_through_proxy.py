@@ -102,7 +102,7 @@ def test_a_real_flow_runs_through_the_proxy_with_its_task_runs(
             break
         time.sleep(0.5)
     assert states == ["COMPLETED", "COMPLETED"]
-    sockets = [r for r in stack.audit_records() if r["operation"] == "events_in"
+    sockets = [r for r in stack.audit_records() if r["operation"] == "stream_events_in"
                and r["principal"] and r["principal"]["sub"] == "alice"]  # type: ignore[index]
     assert sockets, "the event socket was not bridged"
     assert any(r["notes"]["websocket"]["frames_in"] > 0 for r in sockets  # type: ignore[index]

@@ -72,6 +72,23 @@ def test_a_literal_route_beats_a_parameter_route() -> None:
     assert found[1] == {}
 
 
+@pytest.mark.parametrize(("system", "method", "path", "name"), [
+    # Each literal path here is also matched by a parameter route of the same catalog.
+    ("airflow", "GET", "/assets/aliases", "get_asset_aliases"),
+    ("airflow", "GET", "/assets/events", "get_asset_events"),
+    ("airflow", "GET", "/connections/enqueue-test", "get_connection_test"),
+    # ... which still takes every other value.
+    ("airflow", "GET", "/assets/42", "get_asset"),
+    ("airflow", "GET", "/connections/aliases", "get_connection"),
+])
+def test_literal_routes_of_the_real_catalogs(system: str, method: str, path: str,
+                                             name: str) -> None:
+    found = CATALOGS[system].find(method, path)
+
+    assert found is not None
+    assert found[0].name == name
+
+
 def test_literal_first_whatever_the_declaration_order() -> None:
     by_id = Operation("prefect", "read_thing", "GET", "/things/{id}", Action.READ, param="id")
     by_id_sub = Operation("prefect", "thing_runs", "GET", "/things/{id}/runs", Action.READ,
@@ -98,10 +115,10 @@ def test_a_route_is_classified_by_method_and_path() -> None:
 
 
 @pytest.mark.parametrize(("system", "method", "path"), [
-    ("airflow", "DELETE", "/dags/team_a_etl"),  # a method the catalog does not list
+    ("airflow", "POST", "/dags/team_a_etl"),  # a method the catalog does not list
     ("airflow", "PUT", "/dags/team_a_etl"),
     ("airflow", "get", "/dags/team_a_etl"),  # methods are exact
-    ("airflow", "GET", "/variables/secret_key"),  # a route the catalog does not list
+    ("airflow", "GET", "/dags/team_a_etl/secrets"),  # a route the catalog does not list
     ("airflow", "GET", "/dags/"),  # an empty parameter is no parameter
     ("airflow", "GET", "/dags/team_a_etl/"),
     ("airflow", "GET", "/api/v2/dags"),  # templates are relative to the API root
@@ -111,7 +128,7 @@ def test_a_route_is_classified_by_method_and_path() -> None:
     ("airflow", "WEBSOCKET", "/dags"),
     ("prefect", "POST", "/flows"),  # Prefect's collection route has the slash
     ("prefect", "GET", "/deployments/name/only-flow"),
-    ("prefect", "POST", "/deployments/"),  # overwriting deployments is not in the catalog
+    ("prefect", "PUT", "/deployments/"),  # a method the server does not route
     ("prefect", "GET", "/events/in"),  # the websocket route is not an HTTP one
     ("prefect", "", ""),
 ])

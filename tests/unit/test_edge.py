@@ -84,6 +84,8 @@ def test_canonical_path_accepts(raw: bytes, expected: str) -> None:
     b"/api/v2/dags/%80",
     b"/api/v2/dags/%e2%82",
     b"/api/v2/dags/%ff",
+    # Raw bytes outside ASCII: a client must percent-encode them.
+    "/api/v2/dags/café".encode(),
 ])
 def test_canonical_path_rejects(raw: bytes) -> None:
     with pytest.raises(Reject) as info:
@@ -112,8 +114,11 @@ def test_quoting_then_canonicalizing_gives_the_decoded_path(
            + ("/" if trailing_slash else "")).encode("ascii")
 
     assert canonical_path(raw) == decoded
-    # Idempotent: the decoded form, sent raw (UTF-8), is accepted and means the same.
-    assert canonical_path(decoded.encode("utf-8")) == decoded
+    # Idempotent: quoted again, the decoded form is accepted and means the same; sent raw, it
+    # is too when it is ASCII (other bytes must be percent-encoded, RFC 3986 §2.1).
+    assert canonical_path(quote(decoded).encode("ascii")) == decoded
+    if decoded.isascii():
+        assert canonical_path(decoded.encode("ascii")) == decoded
 
 
 def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
@@ -223,7 +228,8 @@ def test_is_trusted(client: str, expected: bool) -> None:
 
 
 def test_forwarded_for_from_a_trusted_proxy_appends_the_peer() -> None:
-    headers = [(b"x-forwarded-for", b"203.0.113.7, 198.51.100.2"), (b"x-forwarded-for", b" 1.2.3.4")]
+    headers = [(b"x-forwarded-for", b"203.0.113.7, 198.51.100.2"),
+               (b"x-forwarded-for", b" 1.2.3.4")]
 
     assert forwarded_for(headers, "10.0.0.5", trusted=True) == \
         "203.0.113.7, 198.51.100.2, 1.2.3.4, 10.0.0.5"

@@ -1,0 +1,1 @@
+"""Prefect-specific steps: scoped reads, run stamping, socket frame filters."""
