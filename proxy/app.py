@@ -28,6 +28,7 @@ from proxy.credentials import AirflowServiceToken, AirflowTokens, Credentials
 from proxy.credentials.airflow import Post
 from proxy.errors import Reject
 from proxy.identity import TokenVerifier
+from proxy.lineage import Lineage
 from proxy.ownership import OwnerTags
 from proxy.pipeline import Pipeline
 from proxy.policy.reload import PolicyStore
@@ -87,14 +88,17 @@ def create_app(settings: Settings) -> OrchgateApp:
     pipeline = Pipeline(settings, verifier, authorizer,
                         {"airflow": airflow.CATALOG, "prefect": prefect.CATALOG},
                         upstreams, credentials, Resolver(resolvers), audit, prefect_steps,
-                        airflow_steps)
+                        airflow_steps,
+                        Lineage(authorizer, airflow_lookups,
+                                prefect_resolver.lookups if prefect_resolver else None))
 
     async def livez(_: Request) -> JSONResponse:
         return JSONResponse({"status": "live"})
 
     async def readyz(_: Request) -> JSONResponse:
         checks: dict[str, Any] = {"keys": {"ready": verifier.ready, **verifier.status()},
-                                  "policy": {"ready": True, **policy.status()}}
+                                  "policy": {"ready": True, **policy.status()},
+                                  "audit": audit.status()}
         if shadow is not None:
             checks["shadow_policy"] = {"ready": True, **shadow.status(),
                                        "disagreements": authorizer.shadow_disagreements}

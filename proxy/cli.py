@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from proxy.audit import cli as audit_commands
 from proxy.settings import ConfigError, load_settings
 
 
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = load_settings(args.file)
             print(f"{settings.source}: ok")
             return 0
+        if args.command == "audit":
+            from proxy.audit.cli import run
+
+            return run(args)
         return _policy(args)
     except ConfigError as err:
         for problem in err.problems:
@@ -40,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
+
+    audit_commands.add_commands(commands)
 
     policy = commands.add_parser("policy", help="policy files")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)

@@ -121,7 +121,7 @@ def upstream_request_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[b
                 or name in IDENTITY_NAMES or name in REWRITTEN
                 or name.startswith(IDENTITY_PREFIXES)):
             continue
-        out.append((name, value))
+        out.append((key.lower(), value))  # `_` is read as `-` to match, never rewritten
     return out
 
 

@@ -43,8 +43,8 @@ from proxy.edge import (
     upstream_request_headers,
 )
 from proxy.errors import Reject, bad_request, problem_body, problem_headers
-from proxy.lineage import Lineage
 from proxy.identity import AuthError, KeysUnavailable, Principal, TokenVerifier, bearer_token
+from proxy.lineage import Lineage
 from proxy.listing import ItemWorkflows, filter_list
 from proxy.prefect.steps import PrefectSteps
 from proxy.resolve import Resolver
@@ -86,7 +86,7 @@ class Pipeline:
         audited = False
 
         async def send_audited(message: dict[str, Any]) -> None:
-            # 8 audit: the record is written before the response's last message, so a caller
+            # 9 audit: the record is written before the response's last message, so a caller
             # who has the whole answer can rely on the record being there.
             nonlocal audited
             if (not audited and message["type"] == "http.response.body"
@@ -138,7 +138,7 @@ class Pipeline:
         # 7 credential
         out_headers = self.upstream_headers(ctx, scope, headers)
         out_headers.append(self.credentials.header(upstream.name, ctx.principal, ctx.action))
-        # 7 forward
+        # 8 forward
         if (operation.many == "narrow" and self.airflow is not None
                 and not await self.airflow.narrow(ctx, send)):  # dag_ids ∩ what it may read
             return  # nothing readable: answered with the empty collection
@@ -212,7 +212,9 @@ class Pipeline:
         # 4 resolve, 5 authz
         ctx.workflows, ctx.action = await self.resolver.resolve(operation, ctx.params, None)
         await self.authorizer.authorize(ctx, principal, operation)
-        # 6 credential, 7 forward
+        # 6 audit intent (a socket that writes: events in)
+        await write_ahead(self.audit, ctx)
+        # 7 credential, 8 forward
         assert self.credentials.prefect is not None
         # The handshake fields (key, version, protocol, extensions) belong to each hop: aiohttp
         # negotiates its own with the upstream.

@@ -374,7 +374,7 @@ def _upstreams(r: _Reader, data: Mapping[str, Any]) -> list[UpstreamSettings]:
     out: list[UpstreamSettings] = []
     with r.at("upstreams"):
         r.mapping(ups, set(_UPSTREAM_DEFAULT_PREFIX))
-        if data.get("upstreams") == {}:
+        if isinstance(data.get("upstreams"), dict) and not any(ups.values()):
             r.problem("", "configure at least one of: airflow, prefect")
         for name, parse in (("airflow", _airflow_credential), ("prefect", _prefect_credential)):
             item = r.get(ups, name, dict)

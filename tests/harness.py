@@ -642,7 +642,12 @@ class Orchgate:
     # the audit trail
 
     def audit_records(self) -> list[dict[str, Any]]:
-        """Every audit record written so far, parsed."""
+        """Every request's audit record written so far, parsed (the trail's write-ahead
+        intents, checkpoints and start records are in `audit_trail`)."""
+        return [r for r in self.audit_trail() if r.get("event") == "request"]
+
+    def audit_trail(self) -> list[dict[str, Any]]:
+        """Every line of the audit file, parsed."""
         if not self.audit_file.exists():
             return []
         lines = self.audit_file.read_text(encoding="utf-8").splitlines()

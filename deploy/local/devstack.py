@@ -64,6 +64,10 @@ class LocalStack:
         return user_token(self.issuer, HUMAN_CLIENT, self.client_secrets[HUMAN_CLIENT], persona)
 
     def audit_records(self) -> list[dict[str, object]]:
+        """Each request's audit record (not the write-ahead intents, checkpoints, starts)."""
+        return [r for r in self.audit_trail() if r.get("event") == "request"]
+
+    def audit_trail(self) -> list[dict[str, object]]:
         lines = self.audit_file.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 

@@ -19,11 +19,13 @@ from proxy.errors import bad_request
 NOTE_LIMIT = 1000
 
 
-def stamp(body: Any, caller: str, request_id: str) -> bytes:
-    """The trigger body with the stamp in its `note`."""
+def stamp(body: Any, caller: str, request_id: str, parent: str | None = None) -> bytes:
+    """The trigger body with the stamp in its `note` (and the parent run, lineage.py)."""
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     line = f"Triggered through orchgate by {caller} (request {request_id})"
+    if parent is not None:
+        line += f"\nParent run: {parent}"
     note = body.get("note")
     if isinstance(note, str) and note.strip():
         combined = f"{note}\n\n{line}"

@@ -46,7 +46,8 @@ class AirflowSteps:
     def stamp(self, ctx: RequestContext) -> bytes:
         assert ctx.principal is not None
         ctx.notes["stamped"] = True
-        return stamp(ctx.json, ctx.principal.name, ctx.request_id)
+        return stamp(ctx.json, ctx.principal.name, ctx.request_id,
+                     ctx.parent["run"] if ctx.parent else None)
 
     def hides_secrets(self, ctx: RequestContext) -> bool:
         """Whether this caller lacks the right to see secret values (read on `@secrets`)."""

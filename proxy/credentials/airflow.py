@@ -65,6 +65,7 @@ class AirflowTokens:
         self._pem = ""
         self._key: RSAPrivateKey | None = None
         self._kid = ""
+        self._retired: tuple[dict[str, Any], float] | None = None  # the previous public key
         if settings.mode == "jwt-rs256":
             self._load_key()  # a bad key stops start-up, not the first request
 
@@ -105,9 +106,16 @@ class AirflowTokens:
             key = load_pem_private_key(pem.encode(), password=None)
             if not isinstance(key, RSAPrivateKey):
                 raise ValueError("the Airflow signing key must be an RSA private key")
+            if self._key is not None:
+                # Rotation: tokens signed with the old key stay valid for their lifetime, so
+                # its public half stays published that long.
+                self._retired = (self._published(self._key, self._kid),
+                                 self._clock() + self._settings.lifetime_seconds)
             self._key, self._pem = key, pem
             self._kid = self._settings.key_id or thumbprint(self._public_jwk(key))
-            self._cache.clear()  # tokens of the old key: Airflow may no longer trust them
+            if self._retired is not None and self._retired[0]["kid"] == self._kid:
+                self._retired = None  # a fixed key_id cannot tell two keys apart
+                self._cache.clear()
         return self._key
 
     @staticmethod
@@ -115,12 +123,16 @@ class AirflowTokens:
         jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
         return jwk
 
+    def _published(self, key: RSAPrivateKey, kid: str) -> dict[str, Any]:
+        return {**self._public_jwk(key), "kid": kid, "alg": "RS256", "use": "sig"}
+
     def jwks(self) -> dict[str, Any] | None:
         """The JWKS Airflow trusts (RFC 7517): public keys only; None unless RS256."""
         if self._settings.mode != "jwt-rs256":
             return None
-        key = self._load_key()
-        keys = [{**self._public_jwk(key), "kid": self._kid, "alg": "RS256", "use": "sig"}]
+        keys = [self._published(self._load_key(), self._kid)]
+        if self._retired is not None and self._retired[1] > self._clock():
+            keys.append(self._retired[0])
         if self._settings.jwks_extra is not None:
             extra = json.loads(self._settings.jwks_extra.read_text(encoding="utf-8"))
             keys += [k for k in extra.get("keys", []) if isinstance(k, dict) and "d" not in k]

@@ -22,6 +22,7 @@ STAMPED = {"create_flow_run", "create_flow_run_from_deployment",
            "bulk_create_flow_runs_from_deployment"}
 USER_TAG = "orchgate.user:"
 REQUEST_TAG = "orchgate.request:"
+PARENT_TAG = "orchgate.parent:"  # lineage: the run that started this one (proxy/lineage.py)
 
 FrameFilter = Callable[[str], Awaitable[bool]]
 
@@ -36,6 +37,8 @@ class PrefectSteps:
         if ctx.operation is None or ctx.operation.name not in STAMPED or ctx.principal is None:
             return body
         tags = [USER_TAG + ctx.principal.name, REQUEST_TAG + ctx.request_id]
+        if ctx.parent is not None:
+            tags.append(PARENT_TAG + ctx.parent["run"])
         runs = ctx.json if isinstance(ctx.json, list) else [ctx.json]
         for run in runs:
             if isinstance(run, dict):

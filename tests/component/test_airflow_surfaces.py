@@ -7,11 +7,15 @@ administers everything); the secrets tests load a policy of their own.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx2
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.harness import (
     FakeIdP,
@@ -213,3 +217,66 @@ def test_connection_and_variable_values_need_the_secrets_right(
         assert "s3cret" not in json.dumps(record)
         assert record.get("notes", {}).get("redacted") == (
             ("connection" if response is listed else "variable") if hidden else None)
+
+
+# -- credential modes ------------------------------------------------------------------------
+
+
+def test_rs256_tokens_verify_against_the_jwks_orchgate_serves(
+        tmp_path: Path, idp: FakeIdP, upstream: RecordingUpstream,
+        start_orchgate: StartOrchgate) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "airflow-signing.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    gate = start_orchgate(overrides={"upstreams": {"airflow": {"credential": {
+        "mode": "jwt-rs256", "signing_secret_file": None, "signing_key_file": str(key_file),
+        "lifetime_seconds": 60}}}})
+    path = "/api/v2/dags/team_a_etl"
+
+    with gate.client() as client:
+        response = client.get("/airflow" + path, headers=alice(idp))
+        jwks = client.get("/_orchgate/airflow/jwks.json")
+
+    assert response.status_code == 200, response.text
+    assert jwks.status_code == 200
+    assert all("d" not in k for k in jwks.json()["keys"])
+    token = (upstream.requests(path)[0].header("authorization") or "").removeprefix("Bearer ")
+    kid = jwt.get_unverified_header(token)["kid"]
+    public = next(jwt.PyJWK(k) for k in jwks.json()["keys"] if k["kid"] == kid)
+    claims = jwt.decode(token, public.key, algorithms=["RS256"], audience="apache-airflow")
+    assert (claims["sub"], claims["role"]) == ("alice", "viewer")
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_hs512_mode_serves_no_jwks(client: httpx2.Client) -> None:
+    assert client.get("/_orchgate/airflow/jwks.json").status_code == 404
+
+
+def test_password_mode_sends_the_service_accounts_token(
+        tmp_path: Path, idp: FakeIdP, upstream: RecordingUpstream,
+        start_orchgate: StartOrchgate) -> None:
+    (tmp_path / "svc-password").write_text("svc-pw", encoding="utf-8")
+    service_token = jwt.encode({"sub": "orchgate-svc", "exp": int(time.time()) + 3600},
+                               "k" * 32, algorithm="HS256")
+    upstream.on("POST", "/auth/token", Reply({"access_token": service_token}, status=201))
+    gate = start_orchgate(overrides={"upstreams": {"airflow": {"credential": {
+        "mode": "password", "signing_secret_file": None, "username": "orchgate-svc",
+        "password_file": str(tmp_path / "svc-password")}}}})
+    path = "/api/v2/dags/team_a_etl"
+
+    with gate.client() as client:
+        response = client.get("/airflow" + path, headers=alice(idp))
+        ready = client.get("/_orchgate/readyz")
+
+    assert response.status_code == 200, response.text
+    assert upstream.requests(path)[0].header("authorization") == f"Bearer {service_token}"
+    exchanges = upstream.requests("/auth/token")
+    assert len(exchanges) == 1
+    assert json.loads(exchanges[0].body) == {"username": "orchgate-svc", "password": "svc-pw"}
+    assert ready.json()["checks"]["airflow_credential"]["ready"] is True
+    # Airflow sees the service account; orchgate's audit names the caller.
+    record = gate.audit_record(response.headers["x-request-id"])
+    assert record["principal"]["sub"] == "alice"
+    assert "svc-pw" not in json.dumps(gate.audit_records())

@@ -164,6 +164,9 @@ def test_ndjson_response_is_streamed_not_buffered(
 
 SMALL = {"limits": {"max_body_bytes": 1024}}
 TRIGGER = DAG + "/dagRuns"
+# A trigger's body is read whole (orchgate adds the caller to its note); clearing a run streams.
+CLEAR_PATH = "/dags/team_a_etl/dagRuns/manual__1/clear"
+CLEAR = "/airflow/api/v2" + CLEAR_PATH
 
 
 def test_body_over_limit_with_content_length_is_413_and_never_forwarded(
@@ -195,12 +198,12 @@ async def test_chunked_body_over_limit_is_413_and_upstream_gets_no_complete_requ
 
     async def body() -> AsyncIterator[bytes]:  # 2 KiB in 512-byte chunks, no Content-Length
         yield b"y" * 512
-        await upstream_saw(upstream, "/api/v2/dags/team_a_etl/dagRuns")
+        await upstream_saw(upstream, "/api/v2" + CLEAR_PATH)
         for _ in range(3):
             yield b"y" * 512
 
     async with gate.async_client() as client:
-        response = await client.post(TRIGGER, content=body(), headers=bearer(alice(idp)))
+        response = await client.post(CLEAR, content=body(), headers=bearer(alice(idp)))
 
     assert_problem(response, 413, "body-too-large")
     assert "content-length" not in response.request.headers
@@ -216,20 +219,20 @@ async def test_chunked_body_over_limit_is_413_and_upstream_gets_no_complete_requ
 async def test_chunked_body_within_limit_is_streamed_through(
         idp: FakeIdP, upstream: RecordingUpstream, start_orchgate: StartOrchgate) -> None:
     gate = start_orchgate(overrides=SMALL)
-    upstream.on("POST", "/api/v2/dags/team_a_etl/dagRuns", Reply({"dag_run_id": "r2"}))
+    upstream.on("POST", "/api/v2" + CLEAR_PATH, Reply({"dag_run_id": "r2"}))
     chunks = [b'{"logical_date": null, ', b'"conf": {"pad": "' + b"z" * 400 + b'"}}']
 
     async def body() -> AsyncIterator[bytes]:
         yield chunks[0]
         # Not buffered: the upstream has the request before the caller has sent all of it.
-        await upstream_saw(upstream, "/api/v2/dags/team_a_etl/dagRuns")
+        await upstream_saw(upstream, "/api/v2" + CLEAR_PATH)
         yield chunks[1]
 
     async with gate.async_client() as client:
-        response = await client.post(TRIGGER, content=body(), headers=bearer(alice(idp)))
+        response = await client.post(CLEAR, content=body(), headers=bearer(alice(idp)))
 
     assert response.status_code == 200, response.text
-    [seen] = upstream.requests("/api/v2/dags/team_a_etl/dagRuns")
+    [seen] = upstream.requests("/api/v2" + CLEAR_PATH)
     assert seen.complete
     assert seen.body == b"".join(chunks)
     authorization = seen.header("authorization") or ""
@@ -292,7 +295,7 @@ def test_reader_triggering_another_teams_dag_is_403_and_not_forwarded(
 def test_operation_not_in_catalog_is_403(
         idp: FakeIdP, upstream: RecordingUpstream, orchgate: Orchgate,
         client: httpx2.Client) -> None:
-    response = client.delete(DAG, headers=bearer(alice(idp)))
+    response = client.post(DAG, headers=bearer(alice(idp)))  # Airflow has no such route
 
     body = assert_problem(response, 403, "operation-not-in-catalog")
     assert body["title"] == "Operation not in catalog"

@@ -6,6 +6,8 @@ request), the audit record, and readiness afterwards (tests/security/kit.py, `ru
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.harness import Reply
@@ -31,3 +33,24 @@ def test_the_table_covers_every_category() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_request(scripted: Kit, case: Case) -> None:
     run_case(scripted, case)
+
+
+def test_filter_with_top_level_or_cannot_widen_the_scope(kit: Kit) -> None:
+    """A Prefect filter whose top-level `or_` asks for another team's flows: orchgate ANDs the
+    caller's scope into the body, and drops any item outside it from the answer."""
+    flows = [{"id": "0b0e2d4e-1f3b-4c39-9d6a-0123456789a1", "name": "team-a-etl"},
+             {"id": "0b0e2d4e-1f3b-4c39-9d6a-0123456789b2", "name": "team-b-ingest"}]
+    kit.upstream.on("POST", "/api/flows/filter", Reply(flows))
+    kit.upstream.on("POST", "/api/deployments/filter", Reply([]))
+    widen = {"or_": [{"flows": {"name": {"like_": "team-b"}}}], "limit": 5}
+    response = kit.send(kit.raw("POST", "/prefect/api/flows/filter",
+                                headers=[("Content-Type", "application/json")],
+                                body=json.dumps(widen).encode()))
+    assert response.status == 200, response.raw[:300]
+    assert [f["name"] for f in json.loads(response.body)] == ["team-a-etl"]
+    [asked] = [r for r in kit.forwarded() if r.path == "/api/flows/filter" and b"or_" in r.body]
+    sent = asked.body.decode()
+    assert flows[1]["id"] not in sent  # the scope ANDed in names only what alice may read
+    record = kit.gate.audit_record(dict(response.headers)["x-request-id"])
+    assert (record["status"], record["decision"]) == (200, "allow")
+    kit.assert_ready()

@@ -58,6 +58,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ("q, group:a, *, team:a, read, allow\n", "policy.csv:1: unknown row type 'q'"),
     ("p, alice, *, team:a, read, allow\n", "policy.csv:1: principal 'alice' needs a prefix"),
     ("p, group:a, *, team:a, write, allow\n", "policy.csv:1: unknown action 'write'"),
+    ("p, group:a, *, team:a, RUN, allow\n", "policy.csv:1: unknown action 'RUN'"),
     ("p, group:a, *, team:a, read\n", "policy.csv:1: a p row has 5 values, this one has 4"),
 ])
 def test_check_names_each_problem_by_file_and_line(

@@ -280,7 +280,7 @@ def test_a_broken_model_is_refused(tmp_path: Path) -> None:
 
 def test_rows_keep_their_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "policy.csv"
-    path.write_text("# c\ng2, etl_*, team:a, *\n\n  p, user:a, prefect, team:a, RUN, deny\n"
+    path.write_text("# c\ng2, etl_*, team:a, *\n\n  p, user:a, prefect, team:a, run, deny\n"
                     "g, user:a, role:x\n", encoding="utf-8")
 
     source = load_policy(MODEL, [path])

@@ -223,6 +223,7 @@ SINGLE_PROBLEMS: list[tuple[str, Any, str]] = [
     ("upstreams", [], "upstreams: must be a mapping, not list"),
     ("policy.files", [], "policy.files: must list at least one policy file"),
     ("policy.files", [7], "policy.files[0]: must be a file path"),
+    ("policy.files", "policy.csv", "policy.files: must be a list, not str"),
     ("policy.model", "absent.conf", "policy.model: file not found: {dir}/absent.conf"),
     ("policy", _DELETE, "policy: is required"),
     ("audit.file", "no-such-dir/audit.jsonl",

@@ -9,6 +9,7 @@ debootstrap runs at most once a week). The Dockerfile takes it as `BASE_IMAGE`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -71,7 +72,7 @@ def ensure_base_image(workdir: Path) -> tuple[str, bool]:
 class Build:
     image: str
     seconds: float
-    size_bytes: int
+    size: str
 
 
 def build_image(base: str) -> Build:
@@ -84,21 +85,13 @@ def build_image(base: str) -> Build:
             "--build-arg", f"BASE_IMAGE={base}",
             "--tag", IMAGE, "--file", str(ROOT / "Dockerfile"), str(ROOT))
     seconds = time.monotonic() - started
-    size = int(buildah("inspect", "--type", "image", "--format", "{{.Size}}", IMAGE,
-                       check=False).stdout.strip() or 0)
-    if size == 0:  # older buildah: sum the layer sizes reported by `images`
-        size = image_size(IMAGE)
-    return Build(IMAGE, seconds, size)
+    return Build(IMAGE, seconds, image_size(IMAGE))
 
 
-def image_size(name: str) -> int:
-    container = buildah("from", "--pull-never", name).stdout.strip()
-    try:
-        mount = buildah("mount", container).stdout.strip()
-        out = subprocess.run(["du", "-sb", mount], capture_output=True, text=True, check=True)
-        return int(out.stdout.split()[0])
-    finally:
-        buildah("rm", container, check=False)
+def image_size(name: str) -> str:
+    """The image's size as `buildah images` reports it (uncompressed layers, e.g. "246 MB")."""
+    listed = json.loads(buildah("images", "--json", name).stdout)
+    return str(listed[0]["size"])
 
 
 def chown_tree(path: Path, uid: int) -> None:
