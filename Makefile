@@ -9,7 +9,7 @@ PREFECT_VENV := .venvs/prefect
 IDP_DIR := deploy/dev-idp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test install lint types unit component integration bench bench-policy clean-stack check-tools
+.PHONY: demo test install lint types unit component integration bench bench-policy clean-stack check-tools fuzz
 
 demo: install
 	$(VENV)/bin/python deploy/local/demo.py
@@ -69,3 +69,11 @@ bench: $(VENV)/.installed
 
 bench-policy: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/policy_bench.py
+
+# Coverage-guided fuzzing of path canonicalization and catalog matching (tests/fuzz/, atheris):
+# `make fuzz FUZZ_SECONDS=600`. New inputs go to .fuzz/corpus, crashes to .fuzz/crash-*.
+FUZZ_SECONDS ?= 300
+fuzz: $(VENV)/.installed
+	mkdir -p .fuzz/corpus
+	$(VENV)/bin/python tests/fuzz/fuzz_routing.py -max_total_time=$(FUZZ_SECONDS) \
+	  -artifact_prefix=.fuzz/ .fuzz/corpus tests/fuzz/corpus

@@ -40,11 +40,13 @@ def _walk(routes: Any, prefix: str, out: list[list[str]]) -> None:
 def dump(system: str) -> list[list[str]]:
     out: list[list[str]] = []
     if system == "airflow":
-        from airflow.api_fastapi.core_api.routes.public import public_router
+        from airflow.api_fastapi.core_api.routes.public import (  # type: ignore[import-not-found]
+            public_router,
+        )
 
         _walk(public_router.routes, "", out)
         return [[m, p.removeprefix("/api/v2") or "/"] for m, p in out]
-    from prefect.server.api.server import create_api_app
+    from prefect.server.api.server import create_api_app  # type: ignore[import-not-found]
 
     _walk(create_api_app().routes, "", out)
     return out

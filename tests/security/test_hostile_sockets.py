@@ -78,7 +78,8 @@ def test_socket_refused_on_its_first_message(sockets: Kit, name: str) -> None:
     assert_refused_and_audited(sockets, before, status)
 
 
-UPGRADE_CASES = {
+UpgradeCase = tuple[str, Callable[[Kit], dict[str, str]], list[Subprotocol] | None]
+UPGRADE_CASES: dict[str, UpgradeCase] = {
     "upgrade-token-other-audience": (EVENTS_IN, lambda k: {
         "Authorization": "Bearer " + k.token(aud="prefect")}, PREFECT),
     "upgrade-two-authorizations": (EVENTS_IN, lambda k: {

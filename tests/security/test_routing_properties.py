@@ -46,7 +46,7 @@ HOSTILE = [
 segment = st.one_of(
     st.sampled_from(LITERALS),
     st.sampled_from(HOSTILE),
-    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6),
     st.text(alphabet="abc-_.~%2345678ABCDEFef/;\\", max_size=8),
 )
 
@@ -71,7 +71,8 @@ def path_pieces(draw: st.DrawFn, templates: Callable[[str], list[str]]) -> Piece
     system = draw(st.sampled_from(sorted(PREFIXES)))
     choices = templates(system)
     parts: list[str] = []
-    if choices and draw(st.integers(0, 9)):
+    from_template = draw(st.integers(0, 9)) > 0
+    if choices and from_template:
         for part in draw(st.sampled_from(choices)).split("/")[1:]:
             parts.append(draw(segment) if part.startswith("{") else part)
     else:
