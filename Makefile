@@ -9,12 +9,12 @@ PREFECT_VENV := .venvs/prefect
 IDP_DIR := deploy/dev-idp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test install lint types unit component integration bench bench-policy clean-stack check-tools fuzz
+.PHONY: demo test install image-tools lint types unit component integration bench bench-policy clean-stack check-tools fuzz
 
 demo: install
 	$(VENV)/bin/python deploy/local/demo.py
 
-test: install lint types
+test: install image-tools lint types
 	$(VENV)/bin/python -m pytest
 
 install: check-tools $(VENV)/.installed $(AIRFLOW_VENV)/.installed $(PREFECT_VENV)/.installed \
@@ -60,6 +60,12 @@ $(PREFECT_VENV)/.installed: deploy/local/constraints-prefect.txt
 $(IDP_DIR)/node_modules/.installed: $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
 	cd $(IDP_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The image test (tests/integration/image) builds and runs the Dockerfile with Debian's buildah
+# on a debootstrapped base (DESIGN.md §8): installed here when missing (root, apt).
+image-tools:
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap; }
 
 clean-stack:
 	rm -rf .stack

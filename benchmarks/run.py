@@ -140,7 +140,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="orchgate-bench-") as tmp:
         root = Path(tmp)
         (root / "tmp").mkdir()
-        up_port, proxy_port = free_port(), free_port()
+        up_port, proxy_port, quiet_port = free_port(), free_port(), free_port()
         issuer = f"http://127.0.0.1:{up_port}"
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pub = key.public_key().public_numbers()
@@ -153,16 +153,21 @@ def main() -> int:
         (root / "body.json").write_text(json.dumps(item))
         (root / "nginx.conf").write_text(nginx_conf(root, up_port))
         (root / "airflow-secret").write_text(secrets.token_urlsafe(48))
-        (root / "orchgate.yaml").write_text(f"""
-listen: {{host: 127.0.0.1, port: {proxy_port}}}
+        common = f"""
 issuers: [{{issuer: "{issuer}", audiences: [orchgate], algorithms: [RS256]}}]
 upstreams:
   airflow:
     url: {issuer}
     credential: {{mode: jwt-hs512, signing_secret_file: airflow-secret}}
 policy: {{model: {ROOT}/policies/model.conf, files: [policy.csv]}}
-audit: {{file: audit.jsonl, stdout: false}}
-""")
+"""
+        (root / "orchgate.yaml").write_text(
+            f"listen: {{host: 127.0.0.1, port: {proxy_port}}}\n{common}"
+            "audit: {file: audit.jsonl, stdout: false}\n")
+        # The same proxy without its audit trail: what the trail costs (docs/audit.md).
+        (root / "orchgate-audit-off.yaml").write_text(
+            f"listen: {{host: 127.0.0.1, port: {quiet_port}}}\n{common}"
+            "audit: {enabled: false}\n")
         policy = root / "policy.csv"
         policy.write_text((ROOT / "policies/policy.csv").read_text() + synthetic_rows(
             args.policy_rows))
@@ -174,13 +179,16 @@ audit: {{file: audit.jsonl, stdout: false}}
                                   start_new_session=True)]
         try:
             wait_port(up_port)
-            procs.append(subprocess.Popen(
-                [str(ROOT / ".venv/bin/orchgate"), "serve", "--config",
-                 str(root / "orchgate.yaml")], start_new_session=True,
-                stdout=subprocess.DEVNULL, env={**os.environ}))
-            wait_port(proxy_port)
+            for config, port in (("orchgate.yaml", proxy_port),
+                                 ("orchgate-audit-off.yaml", quiet_port)):
+                procs.append(subprocess.Popen(
+                    [str(ROOT / ".venv/bin/orchgate"), "serve", "--config",
+                     str(root / config)], start_new_session=True,
+                    stdout=subprocess.DEVNULL, env={**os.environ}))
+                wait_port(port)
             proxied = f"http://127.0.0.1:{proxy_port}/airflow{PATH}"
             targets = {"direct": f"{issuer}{PATH}", "orchgate": proxied,
+                       "orchgate_audit_off": f"http://127.0.0.1:{quiet_port}/airflow{PATH}",
                        "orchgate_reloading": proxied}
             results: dict[str, dict[str, dict[str, float]]] = {}
             for c in args.connections:

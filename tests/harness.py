@@ -650,7 +650,9 @@ class Orchgate:
         """Every line of the audit file, parsed."""
         if not self.audit_file.exists():
             return []
-        lines = self.audit_file.read_text(encoding="utf-8").splitlines()
+        # One record a line, split on "\n" only: str.splitlines() also splits on U+2028,
+        # U+0085 and the like, which JSON leaves unescaped inside a string (a hostile path).
+        lines = self.audit_file.read_text(encoding="utf-8").split("\n")
         return [json.loads(line) for line in lines if line.strip()]
 
     def audit_where(self, predicate: Callable[[dict[str, Any]], bool],

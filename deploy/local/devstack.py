@@ -68,7 +68,9 @@ class LocalStack:
         return [r for r in self.audit_trail() if r.get("event") == "request"]
 
     def audit_trail(self) -> list[dict[str, object]]:
-        lines = self.audit_file.read_text(encoding="utf-8").splitlines()
+        # One record a line, split on "\n" only: str.splitlines() also splits on U+2028,
+        # U+0085 and the like, which JSON leaves unescaped inside a string (a hostile path).
+        lines = self.audit_file.read_text(encoding="utf-8").split("\n")
         return [json.loads(line) for line in lines if line.strip()]
 
 

@@ -8,6 +8,7 @@ call, made durable before it is forwarded. The sink adds the chain fields (seq, 
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from typing import Any
 
 import orjson
@@ -86,8 +87,14 @@ def created(ctx: RequestContext) -> dict[str, Any] | None:
     fields = CREATED.get(ctx.operation.name)
     if fields is None:
         return None
+    data = bytes(ctx.capture)
+    if data[:2] == b"\x1f\x8b":  # forwarded as the upstream sent it: gzip (Airflow's GZip)
+        try:
+            data = zlib.decompressobj(wbits=31).decompress(data, CAPTURE_LIMIT * 4)
+        except zlib.error:
+            return None
     try:
-        body = orjson.loads(bytes(ctx.capture))
+        body = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
     items = body if isinstance(body, list) else [body]
@@ -98,8 +105,3 @@ def created(ctx: RequestContext) -> dict[str, Any] | None:
             found.append({"system": ctx.system, "kind": name,
                           "id": "/".join(item[f] for f in fields)})
     return {"runs": found} if found else None
-
-
-def run_key(system: str, kind: str, id_: str) -> str:
-    """How lineage names a run: `prefect:<flow_run_id>`, `airflow:<dag_id>/<run_id>`."""
-    return f"{system}:{id_}"

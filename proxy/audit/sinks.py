@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from proxy.audit.chain import SCHEMA, Chain, Signer
 from proxy.audit.files import fsync_dir, last_record, rotated_name, siblings, trail_files
 from proxy.audit.logging import redact
@@ -281,6 +283,4 @@ def _settle(done: asyncio.Future[None], error: OSError | None) -> None:
 
 
 def orjson_line(record: dict[str, Any]) -> bytes:
-    import orjson
-
     return orjson.dumps(record, default=str) + b"\n"

@@ -58,7 +58,7 @@ def test_a_run_is_recorded_as_intent_before_it_is_forwarded_and_outcome_after(
 
     def answer(received: Any) -> Reply:
         # The upstream has the call: its intent must already be in the file.
-        request_id = dict(received.headers)["X-Request-ID"]
+        request_id = received.header("x-request-id")
         seen_intent.append(any(r["event"] == "intent" for r in trail_of(gate, request_id)))
         return Reply({"dag_id": "team_a_etl", "dag_run_id": "manual__1"})
     upstream.on("POST", UPSTREAM_TRIGGER, answer)
@@ -267,7 +267,7 @@ def test_kill_9_mid_stream_every_forwarded_call_has_its_intent_and_the_chain_ver
             proc.wait(10)
         log.close()
 
-    received = {dict(r.headers)["X-Request-ID"] for r in upstream.requests(UPSTREAM_TRIGGER)}
+    received = {r.header("x-request-id") for r in upstream.requests(UPSTREAM_TRIGGER)}
     trail = [json.loads(line) for line in
              (tmp_path / "gate" / "audit.jsonl").read_bytes().splitlines()
              if line.endswith(b"}")]

@@ -9,11 +9,18 @@ import httpx2
 import pytest
 from devstack import LocalStack, local_stack
 
+from tests.integration.support import CAPTURED
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Everything a test printed or logged, and its failure report, for the secret scan.
+    CAPTURED.append(report.longreprtext + "".join(text for _, text in report.sections))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def test_records_are_numbered_and_linked(tmp_path: Path) -> None:
 
     assert [r["seq"] for r in records] == [1, 2, 3, 4]  # a start record, then three
     assert records[0]["event"] == "start" and records[0]["prev"] == GENESIS
-    for before, after in zip(records, records[1:], strict=False):
+    for before, after in itertools.pairwise(records):
         assert after["prev"] == before["hash"]
     assert all(r["hash"] == digest(r) for r in records)
 
