@@ -6,7 +6,6 @@ import os
 import signal
 
 import httpx2
-
 from devstack import LocalStack
 from procs import wait_until
 

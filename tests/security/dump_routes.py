@@ -46,7 +46,9 @@ def dump(system: str) -> list[list[str]]:
 
         _walk(public_router.routes, "", out)
         return [[m, p.removeprefix("/api/v2") or "/"] for m, p in out]
-    from prefect.server.api.server import create_api_app  # type: ignore[import-not-found]
+    from prefect.server.api.server import (  # type: ignore[import-not-found, unused-ignore]
+        create_api_app,
+    )
 
     _walk(create_api_app().routes, "", out)
     return out

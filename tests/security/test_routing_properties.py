@@ -162,3 +162,16 @@ def test_every_catalog_operation_is_a_route_of_its_upstream() -> None:
         for op in catalog.operations:
             assert (op.method, op.template) in routes, f"{system}: {op.name} {op.method} " \
                 f"{op.template} is not a route of the upstream"
+
+
+# Found by the properties above (2026-11-24): Airflow registers these routes before the ones
+# orchgate's catalog picks for the same path, so the upstream would run another operation.
+SHADOWED = [
+    ("GET", b"/airflow/api/v2/dags/d/dagRuns/r/taskInstances/t/state-store/dependencies"),
+    ("GET", b"/airflow/api/v2/dags/d/dagRuns/r/taskInstances/t/externalLogUrl/dependencies"),
+]
+
+
+def test_routes_the_properties_found_shadowed() -> None:
+    for method, raw in SHADOWED:
+        check_one_meaning(raw, method)

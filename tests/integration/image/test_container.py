@@ -151,9 +151,11 @@ def test_image_runs_non_root_read_only_and_proxies_to_the_stack(
         proc = start("orchgate-container", [
             "buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot",
             "--network", "host",
+            # The image's VOLUME first: buildah 1.28 (chroot) drops a bind mount over a
+            # declared volume when it comes after other mounts.
+            "--volume", f"{audit_dir}:/var/log/orchgate",
             "--volume", f"{config}:/etc/orchgate/orchgate.yaml:ro",
             "--volume", f"{secrets_dir}:/run/secrets:ro",
-            "--volume", f"{audit_dir}:/var/log/orchgate",
             container, "--", "orchgate", "serve", "--config", "/etc/orchgate/orchgate.yaml",
         ], None, None, tmp_path / "container.log")
         try:
