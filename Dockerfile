@@ -39,7 +39,9 @@ LABEL org.opencontainers.image.title="orchgate" \
       org.opencontainers.image.source="https://github.com/orchgate/orchgate" \
       org.opencontainers.image.documentation="https://github.com/orchgate/orchgate#run-with-docker"
 # The code and the example policies belong to root and are read-only for the service user; the
-# audit directory is the one place it writes (mount a volume there).
+# audit directory is the one place it writes: mount a volume there. (No VOLUME instruction: it
+# would make an anonymous volume nobody manages, and buildah's chroot runs let it shadow an
+# explicit bind mount.)
 COPY --from=build /opt/orchgate /opt/orchgate
 COPY policies /etc/orchgate/policies
 RUN mkdir -p /var/log/orchgate && chown 10001:10001 /var/log/orchgate && chmod 0750 /var/log/orchgate
@@ -50,7 +52,6 @@ ENV PATH=/opt/orchgate/bin:$PATH \
 USER 10001:10001
 WORKDIR /etc/orchgate
 EXPOSE 8080 9095
-VOLUME ["/var/log/orchgate"]
 # No curl in slim images: the image's own Python asks for liveness.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/_orchgate/livez', timeout=4).status != 200)"]

@@ -9,7 +9,7 @@ PREFECT_VENV := .venvs/prefect
 IDP_DIR := deploy/dev-idp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test install image-tools lint types unit component integration bench bench-policy clean-stack check-tools fuzz
+.PHONY: demo test install image-tools lint types unit component integration bench bench-tools bench-policy clean-stack check-tools fuzz
 
 demo: install
 	$(VENV)/bin/python deploy/local/demo.py
@@ -70,8 +70,14 @@ image-tools:
 clean-stack:
 	rm -rf .stack
 
-bench: $(VENV)/.installed
-	$(VENV)/bin/python benchmarks/run.py
+# The load generator, the upstream and the native peer come from Debian (root, apt).
+bench: $(VENV)/.installed bench-tools
+	$(VENV)/bin/python -m benchmarks.run
+
+bench-tools:
+	@command -v wrk >/dev/null && command -v haproxy >/dev/null && test -x /usr/sbin/nginx || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    wrk nginx-light haproxy; }
 
 bench-policy: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/policy_bench.py

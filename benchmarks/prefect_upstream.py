@@ -12,9 +12,11 @@ deployment → flow), with fixed objects: every event of the benchmark names one
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from pathlib import Path
 
+import uvloop
 from aiohttp import WSMsgType, web
 
 FLOW_RUN = "0b6e7d43-5f0e-4c47-9a55-0e1f4c1f4a01"
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--auth-file", type=Path, required=True)
     args = parser.parse_args()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(app(args.auth_file.read_text().strip()), host="127.0.0.1", port=args.port,
                 access_log=None, print=None)
 

@@ -1,61 +1,47 @@
-"""Throughput and latency through orchgate vs direct, on loopback. `make bench`.
+"""orchgate against direct access and a native gateway, on loopback. `make bench`.
 
-An nginx (Debian's `nginx-light`) serves a 1 KB JSON body as the upstream and also the JWKS
-of an RSA key generated here; orchgate runs its full pipeline in front of it (RS256 token
-verification with the verified-token cache, catalog, decision, per-caller Airflow credential,
-streaming forward, audit record to a file). wrk drives each target for a bounded time.
+Starts nginx (the upstream: a 1 KB JSON body, the JWKS, a 1,000-DAG list), HAProxy verifying
+the same RS256 token with `jwt_verify` (1 and 2 threads), a stand-in Prefect socket server,
+and orchgate with its full pipeline (1 and 2 workers, and 1 worker without the audit trail);
+see benchmarks/stack.py. Then, round after round, each target in turn:
 
-Results: printed, and written to benchmarks/results/<UTC date>-proxy.json.
+- wrk at 1, 16 and 64 connections: requests/s, p50/p99/p99.9, CPU per request, RSS;
+  at 16 and 64 also 2 workers vs 2 threads; at 16 also audit off, and policy reloads
+  every 0.5 s during the run;
+- a constant offered rate (open loop): latencies from each request's due time;
+- a 1,000-item list filtered by orchgate vs the same list read directly, at 1 connection;
+- a Prefect event stream relayed over a websocket: frames/s and round-trip latency.
+
+Results: printed, written to benchmarks/results/<UTC date>-proxy.json, and the table in
+docs/performance.md ("Throughput and latency — make bench") replaced.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import json
-import os
-import platform
-import re
-import secrets
-import shutil
-import socket
-import subprocess
+import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from http.client import HTTPConnection
 from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
+from benchmarks import report
+from benchmarks.load import Latencies, constant_rate, wrk
+from benchmarks.relay import relay
+from benchmarks.stack import ITEM_PATH, LIST_ITEMS, LIST_PATH, ROOT, SOCKET_PATH, Stack
 
-ROOT = Path(__file__).resolve().parents[1]
-PATH = "/api/v2/dags/team_a_etl"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-def synthetic_rows(count: int) -> str:
-    """Permission rows for other teams' workflows: they never match the benchmark's request,
-    so they cost only what an index pays for a large policy."""
-    return "".join(f"p, group:g{i % 200}, airflow, team:t{i % 50}, read, allow\n"
-                   for i in range(count))
+T = TypeVar("T")
+ROUND_TRIPS = 2000  # socket frames sent one at a time for the latency figures
+Runs = dict[str, dict[str, list[report.Run]]]  # level → target → one run per round
 
 
 class Reloading:
@@ -85,143 +71,234 @@ class Reloading:
             self.policy.write_text(self.policy.read_text().split("# reload")[0])
 
 
-def b64(n: int) -> str:
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+def server_of(target: str) -> str:
+    return {"direct": "nginx", "orchgate_reloading": "orchgate"}.get(target, target)
 
 
-def nginx_conf(root: Path, port: int) -> str:
-    return f"""
-daemon off; master_process off; worker_processes 1; pid {root}/nginx.pid;
-error_log {root}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off; default_type application/json;
-  client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp;
-  fastcgi_temp_path {root}/tmp; uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
-  server {{
-    listen 127.0.0.1:{port}; root {root};
-    location = /.well-known/openid-configuration {{ alias {root}/discovery.json; }}
-    location = /jwks.json {{ alias {root}/jwks.json; }}
-    location / {{ try_files /body.json =404; }}
-  }}
-}}
-"""
+def closed_loop_plan(levels: list[int]) -> list[tuple[int, str]]:
+    plan = []
+    for c in levels:
+        names = ["direct", "haproxy", "orchgate"]
+        if c >= 16:
+            names += ["haproxy_2t", "orchgate_2w"]
+        if c == 16:
+            names += ["orchgate_audit_off", "orchgate_reloading"]
+        plan += [(c, name) for name in names]
+    return plan
 
 
-def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-H", f"Authorization: Bearer {token}", url],
-        capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests_per_second": rps, "p50": _ms(lat["50"]), "p99": _ms(lat["99"]),
-            "non_2xx": float(errors.group(1)) if errors else 0.0}
+def measured(stack: Stack, target: str, work: Callable[[], T]) -> tuple[T, report.Run]:
+    """Run `work` and read the CPU time it cost the target's processes and nginx's."""
+    server, nginx = stack.servers[server_of(target)], stack.servers["nginx"]
+    before, before_up = server.usage(), nginx.usage()
+    result = work()
+    after, after_up = server.usage(), nginx.usage()
+    usage: report.Run = {"cpu_seconds": after.cpu_seconds - before.cpu_seconds,
+                         "rss_mb": [round(mb, 1) for mb in after.rss_mb]}
+    if server is not nginx:
+        usage["upstream_cpu_seconds"] = after_up.cpu_seconds - before_up.cpu_seconds
+    return result, usage
 
 
-def _ms(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
-    return round(float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 3)
+def latency_run(latencies: Latencies, usage: report.Run) -> report.Run:
+    run: report.Run = {
+        "requests_per_second": round(latencies.requests_per_second, 1),
+        "p50_ms": latencies.p50_ms, "p99_ms": latencies.p99_ms,
+        "p999_ms": latencies.p999_ms, "errors": latencies.errors,
+        "non_2xx": latencies.non_2xx, "requests": latencies.requests,
+        "cpu_us_per_request": round(usage["cpu_seconds"] * 1e6 / max(latencies.requests, 1), 1),
+        "rss_mb": usage["rss_mb"],
+    }
+    if "upstream_cpu_seconds" in usage:
+        run["upstream_cpu_us_per_request"] = round(
+            usage["upstream_cpu_seconds"] * 1e6 / max(latencies.requests, 1), 1)
+    return run
+
+
+def check_targets(stack: Stack) -> None:
+    """Each target answers 200 before anything is measured, the list is filtered, and
+    HAProxy and orchgate both refuse the tokens they must refuse."""
+    for _, target in closed_loop_plan([16]):
+        get(stack.url(server_of(target), ITEM_PATH), stack.token, 200)
+    body = get(stack.url("orchgate", LIST_PATH + "?limit=100"), stack.token, 200)
+    if body.get("total_entries") != LIST_ITEMS * 3 // 4:
+        raise SystemExit(f"the filtered list shows {body.get('total_entries')} DAGs, "
+                         f"expected {LIST_ITEMS * 3 // 4}")
+    for server in ("haproxy", "orchgate"):
+        for why, token in stack.refused_tokens.items():
+            get(stack.url(server, ITEM_PATH), token, 401, why)
+
+
+def get(url: str, token: str, status: int, why: str = "") -> dict[str, Any]:
+    parts = urlsplit(url)
+    http = HTTPConnection(parts.netloc, timeout=10)
+    try:
+        http.request("GET", f"{parts.path}?{parts.query}",
+                     headers={"Authorization": f"Bearer {token}"})
+        answer = http.getresponse()
+        body = answer.read()
+    finally:
+        http.close()
+    if answer.status != status:
+        raise SystemExit(f"GET {url} ({why or 'valid token'}) answered {answer.status}, "
+                         f"not {status}: {body[:300]!r}")
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def progress(text: str) -> None:
+    print(text, flush=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5, help="per wrk measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--rate", type=float, default=2000, help="constant offered rate")
+    parser.add_argument("--rate-seconds", type=float, default=6)
     parser.add_argument("--policy-rows", type=int, default=10000,
                         help="synthetic permission rows added to the example policy")
+    parser.add_argument("--no-docs", action="store_true",
+                        help="do not rewrite the table in docs/performance.md")
     args = parser.parse_args()
-    for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"{tool} is not installed (Debian: apt-get install wrk nginx-light)")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    began = time.monotonic()
+    machine = report.machine()
     with tempfile.TemporaryDirectory(prefix="orchgate-bench-") as tmp:
-        root = Path(tmp)
-        (root / "tmp").mkdir()
-        up_port, proxy_port, quiet_port = free_port(), free_port(), free_port()
-        issuer = f"http://127.0.0.1:{up_port}"
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pub = key.public_key().public_numbers()
-        (root / "jwks.json").write_text(json.dumps({"keys": [
-            {"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
-             "n": b64(pub.n), "e": b64(pub.e)}]}))
-        (root / "discovery.json").write_text(json.dumps(
-            {"issuer": issuer, "jwks_uri": issuer + "/jwks.json"}))
-        item = {"dag_id": "team_a_etl", "description": "x" * 900, "is_paused": False}
-        (root / "body.json").write_text(json.dumps(item))
-        (root / "nginx.conf").write_text(nginx_conf(root, up_port))
-        (root / "airflow-secret").write_text(secrets.token_urlsafe(48))
-        common = f"""
-issuers: [{{issuer: "{issuer}", audiences: [orchgate], algorithms: [RS256]}}]
-upstreams:
-  airflow:
-    url: {issuer}
-    credential: {{mode: jwt-hs512, signing_secret_file: airflow-secret}}
-policy: {{model: {ROOT}/policies/model.conf, files: [policy.csv]}}
-"""
-        (root / "orchgate.yaml").write_text(
-            f"listen: {{host: 127.0.0.1, port: {proxy_port}}}\n{common}"
-            "audit: {file: audit.jsonl, stdout: false}\n")
-        # The same proxy without its audit trail: what the trail costs (docs/audit.md).
-        (root / "orchgate-audit-off.yaml").write_text(
-            f"listen: {{host: 127.0.0.1, port: {quiet_port}}}\n{common}"
-            "audit: {enabled: false}\n")
-        policy = root / "policy.csv"
-        policy.write_text((ROOT / "policies/policy.csv").read_text() + synthetic_rows(
-            args.policy_rows))
-        now = int(time.time())
-        token = jwt.encode({"iss": issuer, "aud": "orchgate", "sub": "alice",
-                            "groups": ["team-a-deployers"], "iat": now, "exp": now + 3600},
-                           key, algorithm="RS256", headers={"kid": "bench"})
-        procs = [subprocess.Popen([nginx, "-p", str(root), "-c", str(root / "nginx.conf")],
-                                  start_new_session=True)]
+        stack = Stack(Path(tmp), args.policy_rows)
+        stack.write_files()
         try:
-            wait_port(up_port)
-            for config, port in (("orchgate.yaml", proxy_port),
-                                 ("orchgate-audit-off.yaml", quiet_port)):
-                procs.append(subprocess.Popen(
-                    [str(ROOT / ".venv/bin/orchgate"), "serve", "--config",
-                     str(root / config)], start_new_session=True,
-                    stdout=subprocess.DEVNULL, env={**os.environ}))
-                wait_port(port)
-            proxied = f"http://127.0.0.1:{proxy_port}/airflow{PATH}"
-            targets = {"direct": f"{issuer}{PATH}", "orchgate": proxied,
-                       "orchgate_audit_off": f"http://127.0.0.1:{quiet_port}/airflow{PATH}",
-                       "orchgate_reloading": proxied}
-            results: dict[str, dict[str, dict[str, float]]] = {}
-            for c in args.connections:
-                for name, url in targets.items():
-                    wrk(url, token, c, 2)  # warm-up (keys, caches, pools)
-                    with Reloading(policy, enabled=name == "orchgate_reloading"):
-                        results.setdefault(f"c{c}", {})[name] = wrk(url, token, c,
-                                                                     args.seconds)
+            stack.start_all()
+            check_targets(stack)
+            results = measure(stack, args)
+        except BaseException:
+            for name in stack.servers:
+                if tail := stack.log_tail(name):
+                    print(f"--- {name} log ---\n{tail}", file=sys.stderr)
+            raise
         finally:
-            for proc in reversed(procs):
-                proc.terminate()
-                proc.wait(timeout=10)
-        audit_lines = sum(1 for _ in (root / "audit.jsonl").open())
+            stack.stop_all()
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    report = {
-        "date": date,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "command": "make bench",
-        "audit_records_written": audit_lines,
-        "policy_rows": args.policy_rows + 9,
-        "results": results,
-    }
-    for level, runs in results.items():
-        direct = runs["direct"]["requests_per_second"]
-        for name, r in runs.items():
-            print(f"{level:>4} {name:<19} {r['requests_per_second']:>9.0f} req/s  "
-                  f"p50 {r['p50']:>7} ms  p99 {r['p99']:>7} ms  non-2xx {r['non_2xx']:.0f}  "
-                  f"({r['requests_per_second'] / direct:.1%} of direct)")
     out = ROOT / "benchmarks/results" / f"{date[:10]}-proxy.json"
+    full: dict[str, Any] = {
+        "date": date, "command": "make bench", "machine": machine,
+        "settings": {"seconds": args.seconds, "rounds": args.rounds,
+                     "connections": args.connections, "rate": args.rate,
+                     "rate_seconds": args.rate_seconds,
+                     "policy_rows": args.policy_rows + 9},
+        "elapsed_seconds": round(time.monotonic() - began, 1),
+        **results,
+    }
+    full["targets"] = report.targets(full)
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {out.relative_to(ROOT)}")
+    out.write_text(json.dumps(full, indent=2) + "\n")
+    print(report.console(full))
+    print(f"written {out.relative_to(ROOT)} ({full['elapsed_seconds']:.0f} s)")
+    if not args.no_docs:
+        report.update_docs(ROOT / "docs/performance.md",
+                           report.markdown(full, str(out.relative_to(ROOT))))
+        print("updated docs/performance.md")
     return 0
+
+
+def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    plan = closed_loop_plan(args.connections)
+    rate_targets = ("direct", "haproxy", "orchgate")
+    list_targets = {"direct": stack.url("nginx", LIST_PATH + "?limit=100"),
+                    "orchgate": stack.url("orchgate", LIST_PATH + "?limit=100")}
+    socket_targets = {"direct": (f"ws://127.0.0.1:{stack.ports['prefect']}{SOCKET_PATH}",
+                                 stack.prefect_auth),
+                      "orchgate": (f"ws://127.0.0.1:{stack.ports['orchgate']}/prefect"
+                                   f"{SOCKET_PATH}", stack.token)}
+    progress("warming up (keys, caches, connection pools)")
+    for target in dict.fromkeys(t for _, t in plan):
+        wrk(stack.url(server_of(target), ITEM_PATH), stack.token, 16, 1)
+    for url in list_targets.values():
+        wrk(url, stack.token, 1, 1)
+    for url, token in socket_targets.values():
+        relay(url, token, round_trips=100, seconds=0.5)
+
+    closed: Runs = {}
+    rate: dict[str, list[report.Run]] = {}
+    listing: dict[str, list[report.Run]] = {}
+    socket: dict[str, list[report.Run]] = {}
+    for round_ in range(1, args.rounds + 1):
+        for c, target in plan:
+            url = stack.url(server_of(target), ITEM_PATH)
+            with Reloading(stack.root / "policy.csv", enabled=target == "orchgate_reloading"):
+                lat, usage = measured(stack, target, partial(wrk, url, stack.token, c,
+                                                             args.seconds))
+            run = latency_run(lat, usage)
+            closed.setdefault(f"c{c}", {}).setdefault(target, []).append(run)
+            progress(f"round {round_} c{c:<3} {target:<19} {run['requests_per_second']:>9,.0f}"
+                     f" req/s  p50 {run['p50_ms']:.3f}  p99 {run['p99_ms']:.2f} ms")
+        for target in rate_targets:
+            url = stack.url(server_of(target), ITEM_PATH)
+            lat, usage = measured(stack, target, partial(constant_rate, url, stack.token,
+                                                         args.rate, args.rate_seconds))
+            run = latency_run(lat, usage)
+            rate.setdefault(target, []).append(run)
+            progress(f"round {round_} {args.rate:g}/s {target:<15} p50 {run['p50_ms']:.3f}  "
+                     f"p99 {run['p99_ms']:.2f}  p99.9 {run['p999_ms']:.2f} ms")
+        for target, url in list_targets.items():
+            lat, usage = measured(stack, target, partial(wrk, url, stack.token, 1,
+                                                         args.seconds))
+            run = latency_run(lat, usage)
+            listing.setdefault(target, []).append(run)
+            progress(f"round {round_} list {target:<15} p50 {run['p50_ms']:.3f}  "
+                     f"p99 {run['p99_ms']:.2f} ms")
+        for target, (url, token) in socket_targets.items():
+            server = "prefect" if target == "direct" else target
+            relayed, usage = measured(stack, server, partial(relay, url, token, ROUND_TRIPS))
+            run = {**asdict(relayed), "rss_mb": usage["rss_mb"],
+                   "cpu_us_per_frame": round(usage["cpu_seconds"] * 1e6 / (
+                       relayed.frames + ROUND_TRIPS), 1)}
+            socket.setdefault(target, []).append(run)
+            progress(f"round {round_} socket {target:<13} {run['frames_per_second']:,.0f} "
+                     f"frames/s  round trip p50 {run['p50_ms']:.3f} ms")
+    return summarize(closed, rate, listing, socket, args)
+
+
+def summarize(closed: Runs, rate: dict[str, list[report.Run]],
+              listing: dict[str, list[report.Run]], socket: dict[str, list[report.Run]],
+              args: argparse.Namespace) -> dict[str, Any]:
+    median = {level: {name: report.median_run(runs) for name, runs in targets.items()}
+              for level, targets in closed.items()}
+    ratios: dict[str, dict[str, float]] = {}
+    for level, runs in median.items():
+        rps = {name: r["requests_per_second"] for name, r in runs.items()}
+        pairs = [("orchgate", "direct"), ("orchgate", "haproxy"), ("haproxy", "direct"),
+                 ("orchgate_2w", "haproxy_2t"), ("orchgate_2w", "orchgate"),
+                 ("haproxy_2t", "haproxy"), ("orchgate", "orchgate_audit_off"),
+                 ("orchgate_reloading", "orchgate")]
+        ratios[level] = {f"{a}/{b}": report.ratio(rps[a], rps[b]) for a, b in pairs
+                         if a in rps and b in rps}
+    rate_median = {name: report.median_run(runs) for name, runs in rate.items()}
+    list_median = {name: report.median_run(runs) for name, runs in listing.items()}
+    return {
+        "closed_loop": {"runs": closed, "median": median, "ratios": ratios},
+        "fixed_rate": {
+            "rate": args.rate, "seconds": args.rate_seconds, "connections": 64,
+            "runs": rate, "median": rate_median,
+            # added over direct, per round, then the median: the rounds share their noise
+            "added_p99_ms": {name: round(statistics.median(
+                r["p99_ms"] - d["p99_ms"] for r, d in zip(runs, rate["direct"], strict=True)),
+                3) for name, runs in rate.items() if name != "direct"},
+        },
+        "list": {
+            "items": LIST_ITEMS, "visible": LIST_ITEMS * 3 // 4, "connections": 1,
+            "runs": listing, "median": list_median,
+            "added_ms": {p: round(list_median["orchgate"][f"{p}_ms"]
+                                  - list_median["direct"][f"{p}_ms"], 3)
+                         for p in ("p50", "p99")},
+        },
+        "socket": {"runs": socket,
+                   "median": {name: report.median_run(runs) for name, runs in socket.items()}},
+    }
 
 
 if __name__ == "__main__":

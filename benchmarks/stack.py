@@ -126,6 +126,7 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
     token: str = ""
+    refused_tokens: dict[str, str] = field(default_factory=dict)  # what both must answer 401
     prefect_auth: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def __post_init__(self) -> None:
@@ -171,9 +172,21 @@ class Stack:
         for name in ("orchgate", "orchgate_2w", "orchgate_audit_off"):
             (root / f"{name}.yaml").write_text(orchgate_conf(self, name))
         now = int(time.time())
-        self.token = jwt.encode({"iss": self.issuer, "aud": "orchgate", "sub": "alice",
-                                 "groups": ["team-a-deployers"], "iat": now, "exp": now + 3600},
-                                key, algorithm="RS256", headers={"kid": "bench"})
+        claims = {"iss": self.issuer, "aud": "orchgate", "sub": "alice",
+                  "groups": ["team-a-deployers"], "iat": now, "exp": now + 3600}
+
+        def sign(**changes: object) -> str:
+            return jwt.encode({**claims, **changes}, key, algorithm="RS256",
+                              headers={"kid": "bench"})
+        self.token = sign()
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.refused_tokens = {
+            "expired": sign(iat=now - 7200, exp=now - 3600),
+            "wrong audience": sign(aud="someone-else"),
+            "wrong issuer": sign(iss="http://127.0.0.1:1"),
+            "another key": jwt.encode(claims, other, algorithm="RS256",
+                                      headers={"kid": "bench"}),
+        }
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -284,8 +297,7 @@ def haproxy_conf(root: Path, stack: Stack, threads: int) -> str:
     return f"""
 global
   nbthread {threads}
-  maxconn 20000
-  tune.ssl.default-dh-param 2048
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
