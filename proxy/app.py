@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from proxy import metrics
 from proxy.airflow.steps import AirflowSteps
 from proxy.audit.logging import operational_log
 from proxy.audit.sinks import AuditLog
@@ -42,6 +43,9 @@ from proxy.upstream.forward import Upstream
 HEALTH_PATHS = {"airflow": "/api/v2/monitor/health", "prefect": "/api/health"}
 ADMIN_PREFIX = "/_orchgate/"
 INTERNAL_CALLER = "orchgate"  # the name orchgate's own lookups carry upstream
+# After uvicorn's drain (timeout_graceful_shutdown) it cancels what is left; their audit
+# records are written as they unwind, before the trail is closed.
+UNWIND_SECONDS = 5.0
 
 
 def create_app(settings: Settings) -> OrchgateApp:
@@ -50,7 +54,8 @@ def create_app(settings: Settings) -> OrchgateApp:
     policy = PolicyStore(settings.policy.model, settings.policy.files, log)
     shadow = PolicyStore(settings.policy.model, settings.policy.shadow_files, log,
                          name="shadow") if settings.policy.shadow_files else None
-    upstreams = {u.name: Upstream(u, settings.limits) for u in settings.upstreams}
+    upstreams = {u.name: Upstream(u, settings.limits, settings.retries,
+                                  settings.circuit_breaker) for u in settings.upstreams}
     credentials = Credentials(settings, airflow_post=_poster(upstreams.get("airflow")))
     resolvers: dict[str, SystemResolver] = {}
     airflow_lookups = None
@@ -108,7 +113,9 @@ def create_app(settings: Settings) -> OrchgateApp:
         results = await asyncio.gather(*(u.healthy(HEALTH_PATHS[name])
                                          for name, u in upstreams.items()))
         for name, (ok, detail) in zip(upstreams, results, strict=True):
-            checks[name] = {"ready": ok, "detail": detail}
+            circuit = upstreams[name].breaker.status()
+            checks[name] = {"ready": ok and circuit["state"] != "open", "detail": detail,
+                            "circuit": circuit}
         ready = all(c["ready"] for c in checks.values())
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                             status_code=200 if ready else 503)
@@ -135,17 +142,29 @@ def create_app(settings: Settings) -> OrchgateApp:
             with contextlib.suppress(RuntimeError, OSError, ValueError, Reject):
                 await credentials.airflow.refresh()
             tasks.add(loop.create_task(credentials.airflow.keep_fresh()))
+        # With --workers N the parent process serves the metrics (cli.py).
+        exporter = (metrics.start_server(settings.metrics)
+                    if settings.metrics is not None and metrics.multiprocess_dir() is None
+                    else None)
+        app.metrics_port = exporter.port if exporter is not None else None
         log.info("started", upstreams=sorted(upstreams), policy=policy.status(),
-                 keys=verifier.status())
+                 keys=verifier.status(), metrics_port=app.metrics_port)
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            deadline = loop.time() + UNWIND_SECONDS
+            # A counter polled here costs the request path less than an Event set per request.
+            while pipeline.in_flight and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             for upstream in upstreams.values():
                 await upstream.close()
             await http.aclose()
-            audit.close()
+            audit.close()  # the syncer's last group commit, then fsync and close
+            if exporter is not None:
+                exporter.stop()
+            metrics.worker_exited()
 
     async def airflow_jwks(_: Request) -> JSONResponse:
         # The public keys Airflow's `[api_auth] trusted_jwks_url` points at (jwt-rs256 mode).
@@ -160,8 +179,8 @@ def create_app(settings: Settings) -> OrchgateApp:
                               Route(ADMIN_PREFIX + "readyz", readyz),
                               Route(ADMIN_PREFIX + "airflow/jwks.json", airflow_jwks)],
                       lifespan=lifespan)
-
-    return OrchgateApp(shell, pipeline)
+    app = OrchgateApp(shell, pipeline)
+    return app
 
 
 class OrchgateApp:
@@ -170,6 +189,7 @@ class OrchgateApp:
     def __init__(self, shell: Starlette, pipeline: Pipeline) -> None:
         self.shell = shell
         self.pipeline = pipeline
+        self.metrics_port: int | None = None  # bound by the lifespan (`metrics.port` may be 0)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]

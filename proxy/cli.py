@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from proxy.audit import cli as audit_commands
-from proxy.settings import ConfigError, load_settings
+from proxy.settings import ConfigError, MetricsSettings, load_settings
+
+# In-flight requests get this long after SIGTERM (docs/operations.md: the pod's
+# terminationGracePeriodSeconds covers it and the preStop pause).
+DRAIN_SECONDS = 30
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = load_settings(args.config)
-            return _serve(args.config, settings.host, settings.port, args.workers)
+            return _serve(args.config, settings.host, settings.port, args.workers,
+                          settings.metrics)
         if args.command == "config":
             settings = load_settings(args.file)
             print(f"{settings.source}: ok")
@@ -147,19 +155,55 @@ def _explain(args: argparse.Namespace, snapshot: object) -> int:
     return 0
 
 
-def _serve(config: Path, host: str, port: int, workers: int) -> int:
+def _serve(config: Path, host: str, port: int, workers: int,
+           metrics: MetricsSettings | None) -> int:
     import uvicorn
 
     # The factory re-reads the file in each worker process.
     os.environ["ORCHGATE_CONFIG"] = str(config.resolve())
-    uvicorn.run(
-        "proxy.cli:app_from_env", factory=True, host=host, port=port, workers=workers,
+    options: dict[str, Any] = dict(
+        factory=True, host=host, port=port, workers=workers,
         http="httptools", loop="uvloop", ws="websockets-sansio", lifespan="on",
         # orchgate sets X-Forwarded-* itself and trusts only configured proxies; uvicorn's
         # own proxy-header handling would rewrite the client address before it.
         proxy_headers=False, server_header=False, access_log=False,
-        log_level="warning", timeout_graceful_shutdown=30,
+        log_level="warning", timeout_graceful_shutdown=DRAIN_SECONDS,
     )
+    if workers <= 1:
+        uvicorn.run("proxy.cli:app_from_env", **options)
+        return 0
+    return _serve_workers(uvicorn.Config("proxy.cli:app_from_env", **options), metrics)
+
+
+def _serve_workers(config: Any, metrics: MetricsSettings | None) -> int:
+    """`--workers N`: uvicorn's supervisor, which closes the listening socket on SIGTERM
+    (new connections are refused, not left in its backlog while the workers drain), and
+    serves the metrics of every worker (prometheus_client's multiprocess mode)."""
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def handle_term(self) -> None:
+            for sock in self.sockets:
+                sock.close()  # each worker closes its copy as it starts draining
+            super().handle_term()
+
+    directory = None
+    exporter = None
+    if metrics is not None:
+        from proxy import metrics as prometheus
+
+        # Set before any worker imports prometheus_client; a fresh directory per start, so
+        # no sample of an earlier run is summed in.
+        directory = tempfile.mkdtemp(prefix="orchgate-metrics-")
+        os.environ[prometheus.MULTIPROC_ENV] = directory
+        exporter = prometheus.start_server(metrics, prometheus.multiprocess_registry())
+    try:
+        Supervisor(config, sockets=[config.bind_socket()]).run()
+    finally:
+        if exporter is not None:
+            exporter.stop()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

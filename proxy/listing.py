@@ -79,7 +79,8 @@ async def filter_list(ctx: RequestContext, upstream: Upstream, op: Operation, pa
     scanned = 0
     while True:
         target, page_body = page(scanned)
-        status, data = await upstream.get_json(target, headers, op.method, page_body)
+        status, data = await upstream.get_json(target, headers, op.method, page_body,
+                                               retry=op.idempotent)
         ctx.upstream_status = status
         if status != 200:
             await send_json(ctx, status, data, send)  # the upstream's own error, unchanged

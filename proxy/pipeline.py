@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from proxy import metrics
 from proxy.airflow.redaction import forward_redacted
 from proxy.airflow.steps import AirflowSteps
 from proxy.audit.record import CAPTURE_LIMIT, record
@@ -78,6 +79,7 @@ class Pipeline:
         self.lineage = lineage  # X-Orchgate-Parent-Run from service accounts (lineage.py)
         self._prefixes = sorted(((u.prefix, u) for u in settings.upstreams),
                                 key=lambda pu: -len(pu[0]))
+        self.in_flight = 0  # requests and sockets between their first and last message
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class Pipeline:
                 self.audit.write(record(ctx))
             await send(message)
 
+        self.in_flight += 1
         try:
             await self._http(ctx, scope, receive, send_audited)
         except Reject as reject:
@@ -102,6 +105,8 @@ class Pipeline:
         finally:
             if not audited:  # a cut stream or a caller gone: recorded all the same
                 self.audit.write(record(ctx))
+            metrics.observe_request(ctx)
+            self.in_flight -= 1
 
     async def _http(self, ctx: RequestContext, scope: Scope_, receive: Receive,
                     send: Send) -> None:
@@ -171,6 +176,7 @@ class Pipeline:
 
     async def websocket(self, scope: Scope_, receive: Receive, send: Send) -> None:
         ctx = new_context(scope)
+        self.in_flight += 1
         try:
             await self._websocket(ctx, scope, receive, send)
         except Reject as reject:
@@ -185,6 +191,8 @@ class Pipeline:
                             "reason": f"{reject.title}: {reject.detail}"[:120]})
         finally:
             self.audit.write(record(ctx))
+            metrics.observe_request(ctx)
+            self.in_flight -= 1
 
     async def _websocket(self, ctx: RequestContext, scope: Scope_, receive: Receive,
                          send: Send) -> None:
@@ -474,7 +482,9 @@ async def forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, heade
 
 async def _forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, headers: Headers,
                    body: bytes | AsyncIterator[bytes] | None, send: Send) -> None:
-    async with upstream.request(ctx.method, path_qs, headers, body) as response:
+    assert ctx.operation is not None
+    async with upstream.request(ctx.method, path_qs, headers, body,
+                                retry=ctx.operation.idempotent) as response:
         ctx.upstream_status = ctx.status = response.status
         await send({"type": "http.response.start", "status": response.status,
                     "headers": [*downstream_response_headers(response.raw_headers),

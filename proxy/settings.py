@@ -141,6 +141,26 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class RetrySettings:
+    attempts: int = 2  # retries after the first attempt (0: never retry)
+    backoff_seconds: float = 0.05  # the first backoff's ceiling; doubles, full jitter …
+    max_backoff_seconds: float = 1.0  # … up to this
+    budget_ratio: float = 0.1  # retries at most this share of an upstream's recent requests
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    failures: int = 5  # consecutive connect errors or timeouts that open the circuit
+    cooldown_seconds: float = 10.0  # open this long, then one probe (half-open)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    host: str = "127.0.0.1"
+    port: int = 9090
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     issuers: tuple[IssuerSettings, ...]
     upstreams: tuple[UpstreamSettings, ...]
@@ -151,6 +171,9 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     lookup_cache_seconds: float = 300.0
+    retries: RetrySettings = field(default_factory=RetrySettings)
+    circuit_breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    metrics: MetricsSettings | None = None  # None: no metrics endpoint
     source: str = "<settings>"
 
     def upstream(self, name: str) -> UpstreamSettings | None:
@@ -294,7 +317,8 @@ def parse_settings(data: Any, *, source: str = "<settings>", base: Path | None =
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the top level must be a mapping"])
     r.mapping(data, {"listen", "issuers", "upstreams", "policy", "audit", "limits",
-                     "trusted_proxies", "lookup_cache_seconds"})
+                     "trusted_proxies", "lookup_cache_seconds", "retries", "circuit_breaker",
+                     "metrics"})
     host, port = _listen(r, data)
     issuers = _issuers(r, data)
     upstreams = _upstreams(r, data)
@@ -303,12 +327,15 @@ def parse_settings(data: Any, *, source: str = "<settings>", base: Path | None =
     limits = _limits(r, data)
     trusted = _trusted_proxies(r, data)
     lookup_ttl = r.positive(data, "lookup_cache_seconds", 300.0)
+    retries, breaker = _retries(r, data), _breaker(r, data)
+    metrics = _metrics(r, data)
     if r.problems:
         raise ConfigError(r.problems)
     assert policy is not None
     return Settings(issuers=tuple(issuers), upstreams=tuple(upstreams), policy=policy,
                     audit=audit, host=host, port=port, limits=limits, trusted_proxies=trusted,
-                    lookup_cache_seconds=lookup_ttl, source=source)
+                    lookup_cache_seconds=lookup_ttl, retries=retries,
+                    circuit_breaker=breaker, metrics=metrics, source=source)
 
 
 def _listen(r: _Reader, data: Mapping[str, Any]) -> tuple[str, int]:
@@ -534,6 +561,47 @@ def _limits(r: _Reader, data: Mapping[str, Any]) -> Limits:
             body_timeout_seconds=r.positive(lim, "body_timeout_seconds", d.body_timeout_seconds),
             pool_size=int(r.positive(lim, "pool_size", d.pool_size)),
         )
+
+
+def _retries(r: _Reader, data: Mapping[str, Any]) -> RetrySettings:
+    item = r.get(data, "retries", dict, {})
+    d = RetrySettings()
+    with r.at("retries"):
+        r.mapping(item, {"attempts", "backoff_seconds", "max_backoff_seconds", "budget_ratio"})
+        attempts = r.get(item, "attempts", int, d.attempts)
+        if not 0 <= attempts <= 5:
+            r.problem("attempts", "must be between 0 and 5")
+        ratio = r.get(item, "budget_ratio", (int, float), d.budget_ratio)
+        if not 0 <= ratio <= 1:
+            r.problem("budget_ratio", "must be between 0 and 1")
+        return RetrySettings(
+            attempts=attempts, budget_ratio=float(ratio),
+            backoff_seconds=r.positive(item, "backoff_seconds", d.backoff_seconds),
+            max_backoff_seconds=r.positive(item, "max_backoff_seconds", d.max_backoff_seconds))
+
+
+def _breaker(r: _Reader, data: Mapping[str, Any]) -> BreakerSettings:
+    item = r.get(data, "circuit_breaker", dict, {})
+    d = BreakerSettings()
+    with r.at("circuit_breaker"):
+        r.mapping(item, {"failures", "cooldown_seconds"})
+        return BreakerSettings(
+            failures=int(r.positive(item, "failures", d.failures)),
+            cooldown_seconds=r.positive(item, "cooldown_seconds", d.cooldown_seconds))
+
+
+def _metrics(r: _Reader, data: Mapping[str, Any]) -> MetricsSettings | None:
+    if data.get("metrics") is None:
+        return None  # absent: no metrics endpoint
+    item = r.get(data, "metrics", dict, {})
+    d = MetricsSettings()
+    with r.at("metrics"):
+        r.mapping(item, {"host", "port"})
+        host: str = r.get(item, "host", str, d.host)
+        port: int = r.get(item, "port", int, d.port)
+        if not 0 <= port <= 65535:
+            r.problem("port", "must be between 0 and 65535")
+    return MetricsSettings(host=host, port=port)
 
 
 def _trusted_proxies(

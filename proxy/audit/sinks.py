@@ -22,10 +22,16 @@ from typing import Any
 
 import orjson
 
+from proxy import metrics
 from proxy.audit.chain import SCHEMA, Chain, Signer
 from proxy.audit.files import fsync_dir, last_record, rotated_name, siblings, trail_files
 from proxy.audit.logging import redact
 from proxy.settings import AuditSettings
+
+_APPEND_SECONDS = metrics.AUDIT_WRITE_SECONDS.labels("append")
+_FSYNC_SECONDS = metrics.AUDIT_WRITE_SECONDS.labels("fsync")
+_APPEND_FAILURES = metrics.AUDIT_WRITE_FAILURES.labels("append")
+_FSYNC_FAILURES = metrics.AUDIT_WRITE_FAILURES.labels("fsync")
 
 
 class AuditUnavailable(Exception):
@@ -90,6 +96,7 @@ class AuditLog:
         if not self.enabled:
             return 0
         event = dict(redact(None, "", dict(record)))
+        started = time.perf_counter()
         with self._lock:
             try:
                 self._maybe_rotate()
@@ -101,7 +108,9 @@ class AuditLog:
                 self.failures += 1
                 self.healthy = False
                 self.last_error = f"{type(err).__name__}: {err.strerror or err}"
+                _APPEND_FAILURES.inc()
                 raise AuditUnavailable(self.last_error) from None
+        _APPEND_SECONDS.observe(time.perf_counter() - started)
         self.healthy = True
         return seq
 
@@ -236,9 +245,12 @@ class AuditLog:
                     if retired and self.settings.file is not None:
                         fsync_dir(self.settings.file.parent)
                     if waiters and self._fd is not None:
+                        started = time.perf_counter()
                         os.fsync(self._fd)
+                        _FSYNC_SECONDS.observe(time.perf_counter() - started)
                 except OSError as err:
                     error = err
+                    _FSYNC_FAILURES.inc()
             if waiters:
                 self.fsyncs += 1
                 self.fsynced_records += len(waiters)

@@ -63,6 +63,7 @@ class Operation:
     redact: str = ""  # the response holds secret values of this kind (airflow/redaction.py)
     stamp: bool = False  # the request body gets a note naming the caller (Airflow triggers)
     blocked: str = ""  # known, never served: the reason given to the caller
+    pure_read: bool = False  # a POST that only reads (Prefect's `*/filter`): may be sent twice
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _params: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -76,6 +77,14 @@ class Operation:
         )
         object.__setattr__(self, "_pattern", re.compile(regex + r"\Z"))
         object.__setattr__(self, "_params", params)
+
+    @property
+    def idempotent(self) -> bool:
+        """Safe to send again (upstream/resilience.py retries): GET and HEAD, and POSTs that
+        only read. A LIST read is a query by construction (its answer is filtered); any other
+        read POST must say `pure_read`: a READ POST may still write (Airflow's favorite_dag)."""
+        return self.method in ("GET", "HEAD") or (self.method == "POST" and (
+            self.pure_read or (self.action == Action.READ and self.scope == Scope.LIST)))
 
     @property
     def needs_body(self) -> bool:

@@ -37,6 +37,9 @@ READ, RUN, DEPLOY, ADMIN = Action.READ, Action.RUN, Action.DEPLOY, Action.ADMIN
 
 
 def _op(name: str, method: str, template: str, action: Action, **kw: object) -> Operation:
+    # Every Prefect POST that needs only read is a query (filter, count, paginate, history,
+    # validate, concurrency_status in 3.9.1's routes): safe to retry.
+    kw.setdefault("pure_read", method == "POST" and action == READ)
     return Operation(SYSTEM, name, method, template, action, **kw)  # type: ignore[arg-type]
 
 

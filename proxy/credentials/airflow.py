@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from jwt.algorithms import RSAAlgorithm
 
+from proxy import metrics
 from proxy.catalog.operation import Action
 from proxy.errors import Reject
 from proxy.settings import AirflowCredential
@@ -85,6 +86,7 @@ class AirflowTokens:
         if self._settings.issuer:
             claims["iss"] = self._settings.issuer
         value = f"Bearer {self._sign(claims)}"
+        metrics.CREDENTIAL_MINTS.labels("airflow", self._settings.mode).inc()
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[(caller, role)] = (value, now + lifetime / 2)
@@ -186,6 +188,7 @@ class AirflowServiceToken:
             self._expires = float(claims.get("exp", now + 60))
             self._refresh_at = now + max(1.0, (self._expires - now) / 2)
             self._value = f"Bearer {token}".encode()
+            metrics.CREDENTIAL_MINTS.labels("airflow", self._settings.mode).inc()
             self.last_error = None
 
     async def keep_fresh(self) -> None:

@@ -29,6 +29,7 @@ import jwt
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from proxy import metrics
 from proxy.settings import ALLOWED_ALGORITHMS, IssuerSettings
 
 MAX_KEYS = 100
@@ -173,6 +174,7 @@ class JwksCache:
         return self._inflight
 
     async def _fetch(self) -> None:
+        metrics.JWKS_REFRESHES.labels(self.issuer.issuer).inc()
         try:
             keys = await self._download_keys()
         except _FetchError as exc:
@@ -191,6 +193,7 @@ class JwksCache:
             self._inflight = None
 
     def _failed(self, reason: str) -> None:
+        metrics.JWKS_FAILURES.labels(self.issuer.issuer).inc()
         self._last_error = reason
         log.warning("jwks_fetch_failed", issuer=self.issuer.issuer, reason=reason,
                     serving_cached=self.usable())

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from proxy import metrics
 from proxy.policy.engine import PolicySnapshot, compile_policy
 from proxy.policy.model import PolicyError, load_policy
 
@@ -36,6 +37,8 @@ class PolicyStore:
         self.reloads = 0
         self.failures = 0
         self._lock = asyncio.Lock()
+        self._generation = metrics.POLICY_GENERATION.labels(name)
+        self._generation.set(self.current.generation)
 
     def _build(self, generation: int) -> PolicySnapshot:
         return compile_policy(load_policy(self._model, self._files), generation)
@@ -60,6 +63,7 @@ class PolicyStore:
                 snapshot = await asyncio.to_thread(self._build, self.current.generation + 1)
             except PolicyError as err:
                 self.failures += 1
+                metrics.POLICY_RELOAD_FAILURES.labels(self.name).inc()
                 self.last_error = "; ".join(err.problems[:5])
                 self._log.error("policy_reload_failed", policy=self.name, problems=err.problems,
                                 generation=self.current.generation)
@@ -69,6 +73,8 @@ class PolicyStore:
                 return True  # touched but unchanged: keep the generation (and its caches)
             self.current = snapshot
             self.reloads += 1
+            metrics.POLICY_RELOADS.labels(self.name).inc()
+            self._generation.set(snapshot.generation)
             self.last_error = None
             self.loaded_at = time.time()
             self._log.info("policy_reloaded", policy=self.name, generation=snapshot.generation,

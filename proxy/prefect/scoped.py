@@ -67,7 +67,7 @@ class ScopedReads:
                               "deployments": len(scope.deployments), "flows": len(scope.flows)}
         status, data = await upstream.get_json(
             path + (b"?" + query if query else b""), headers, ctx.method,
-            None if body is None else orjson.dumps(body))
+            None if body is None else orjson.dumps(body), retry=ctx.operation.idempotent)
         ctx.upstream_status = status
         if status == 200 and not everything:
             data = await self._safety_net(ctx, kind, scope, decide, data)

@@ -36,7 +36,9 @@ class PrefectLookups:
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         headers: Headers = [(b"authorization", self._auth())]
         payload = None if body is None else orjson.dumps(body)
-        return await self._upstream.get_json(f"/api{path}".encode(), headers, method, payload)
+        # Lookups only read (GET, or a `*/filter` POST): safe to retry.
+        return await self._upstream.get_json(f"/api{path}".encode(), headers, method, payload,
+                                             retry=True)
 
     async def _get(self, kind: str, id_: str) -> dict[str, Any]:
         status, data = await self.call("GET", f"/{kind}/{id_}")

@@ -3,11 +3,14 @@
 aiohttp carries the data path (DESIGN.md §2: httpx's default transport was 5–9× slower here).
 One pooled session per upstream; redirects are never followed; bodies are streamed both ways
 unless a step asked for the body (then it is already buffered, within the size limit).
+Idempotent calls are retried and every call passes the upstream's circuit breaker
+(upstream/resilience.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,8 +19,10 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from proxy import metrics
 from proxy.errors import Reject
-from proxy.settings import Limits, UpstreamSettings
+from proxy.settings import BreakerSettings, Limits, RetrySettings, UpstreamSettings
+from proxy.upstream.resilience import RETRY_STATUSES, CircuitBreaker, Retries
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -25,11 +30,16 @@ Headers = list[tuple[bytes, bytes]]
 class Upstream:
     """The pooled connection to one upstream, opened in the app's lifespan."""
 
-    def __init__(self, settings: UpstreamSettings, limits: Limits) -> None:
+    def __init__(self, settings: UpstreamSettings, limits: Limits,
+                 retries: RetrySettings | None = None,
+                 breaker: BreakerSettings | None = None) -> None:
         self.settings = settings
         self.name = settings.name
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
+        self.retries = Retries(settings.name, retries or RetrySettings())
+        self.breaker = CircuitBreaker(settings.name, breaker or BreakerSettings())
+        self._latency = metrics.UPSTREAM_SECONDS.labels(settings.name)
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -57,35 +67,86 @@ class Upstream:
 
     @asynccontextmanager
     async def request(self, method: str, raw_path_and_query: bytes, headers: Headers,
-                      body: bytes | AsyncIterator[bytes] | None
+                      body: bytes | AsyncIterator[bytes] | None, retry: bool | None = None
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request; connection failures → 502, timeouts → 504 (as `Reject`)."""
-        try:
-            async with self.session.request(
-                method, self.url(raw_path_and_query),
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
-                data=body, allow_redirects=False, compress=None,
-            ) as response:
-                yield response
-        except TimeoutError:
-            raise Reject(504, "upstream-timeout", "Upstream timed out",
-                         f"{self.name} did not answer in time") from None
-        except aiohttp.ClientPayloadError:
-            raise Reject(502, "upstream-error", "Bad gateway",
-                         f"{self.name} sent a broken response") from None
-        except (aiohttp.ClientConnectionError, OSError):
-            raise Reject(502, "upstream-unreachable", "Bad gateway",
-                         f"{self.name} could not be reached") from None
+        """Send a request; connection failures → 502, timeouts → 504 (as `Reject`), an open
+        circuit → 503. `retry`: the call is idempotent (default: GET and HEAD are); a streamed
+        body is never sent twice, and a response handed to the caller is never retried."""
+        if retry is None:
+            retry = method in ("GET", "HEAD")
+        retry = retry and not isinstance(body, AsyncIterator)
+        url = self.url(raw_path_and_query)
+        sent = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        self.retries.budget.request()
+        attempt = 0
+        yielded = False
+        while True:
+            probe = self.breaker.admit()
+            started = time.perf_counter()
+            try:
+                async with self.session.request(method, url, headers=sent, data=body,
+                                                allow_redirects=False, compress=None
+                                                ) as response:
+                    self._latency.observe(time.perf_counter() - started)
+                    self.breaker.succeeded(probe)
+                    probe = False
+                    if not (retry and response.status in RETRY_STATUSES
+                            and self.retries.may_retry(attempt, str(response.status))):
+                        yielded = True
+                        yield response
+                        return
+            except TimeoutError:
+                if yielded:
+                    raise self._timeout() from None
+                reason = "timeout"
+                self._failed(probe, reason, counts=True)
+                probe = False
+                if not (retry and self.retries.may_retry(attempt, reason)):
+                    raise self._timeout() from None
+            except aiohttp.ClientPayloadError:
+                raise Reject(502, "upstream-error", "Bad gateway",
+                             f"{self.name} sent a broken response") from None
+            except (aiohttp.ClientConnectionError, OSError) as exc:
+                if yielded:
+                    raise self._unreachable() from None
+                reason = "connect"
+                # A streamed body that fails surfaces here too: that is the caller's doing
+                # (too large, gone), not the upstream's, unless the connection never opened.
+                self._failed(probe, reason, counts=not isinstance(body, AsyncIterator)
+                             or isinstance(exc, aiohttp.ClientConnectorError))
+                probe = False
+                if not (retry and self.retries.may_retry(attempt, reason)):
+                    raise self._unreachable() from None
+            finally:
+                self.breaker.abandoned(probe)  # cancelled mid-probe: the next request probes
+            attempt += 1
+            await asyncio.sleep(self.retries.backoff(attempt))
+
+    def _failed(self, probe: bool, kind: str, counts: bool) -> None:
+        metrics.UPSTREAM_FAILURES.labels(self.name, kind).inc()
+        if counts:
+            self.breaker.failed(probe)
+        else:
+            self.breaker.abandoned(probe)
+
+    def _timeout(self) -> Reject:
+        return Reject(504, "upstream-timeout", "Upstream timed out",
+                      f"{self.name} did not answer in time")
+
+    def _unreachable(self) -> Reject:
+        return Reject(502, "upstream-unreachable", "Bad gateway",
+                      f"{self.name} could not be reached")
 
     async def get_json(self, raw_path_and_query: bytes, headers: Headers,
-                       method: str = "GET", body: bytes | None = None) -> tuple[int, Any]:
+                       method: str = "GET", body: bytes | None = None,
+                       retry: bool | None = None) -> tuple[int, Any]:
         """A control-plane call (lookups, list pages): the status and the parsed JSON."""
         own = {b"accept", b"accept-encoding", b"content-type", b"content-length"}
         sent = [(k, v) for k, v in headers if k not in own]
         sent += [(b"accept", b"application/json"), (b"accept-encoding", b"identity")]
         if body is not None:
             sent.append((b"content-type", b"application/json"))
-        async with self.request(method, raw_path_and_query, sent, body) as response:
+        async with self.request(method, raw_path_and_query, sent, body, retry) as response:
             data = await response.read()
         try:
             return response.status, orjson.loads(data) if data else None
