@@ -7,6 +7,7 @@ import platform
 import re
 import statistics
 import subprocess
+import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,12 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 # -- console and markdown -------------------------------------------------------------------
 
+RATIOS = {"orchgate/direct": "orchgate / direct", "orchgate/haproxy": "orchgate / HAProxy",
+          "orchgate_2w/haproxy_2t": "2 workers / 2 threads",
+          "orchgate_2w/orchgate": "orchgate 2 / 1 workers",
+          "haproxy_2t/haproxy": "HAProxy 2 / 1 threads",
+          "orchgate/orchgate_audit_off": "audit on / off",
+          "orchgate_reloading/orchgate": "reloading / steady"}
 HEADER = ("target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/req",
           "+nginx µs/req", "RSS MB", "errors")
 
@@ -161,59 +168,112 @@ def _extra_lines(report: Mapping[str, Any]) -> list[str]:
     listing = report.get("list")
     if listing:
         for name, r in listing["median"].items():
-            lines.append(f"list {name}: p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms, "
-                         f"{r['requests_per_second']:,.0f} req/s")
-        lines.append(f"  added: p50 {listing['added_ms']['p50']:.2f} ms, "
+            lines.append(f"{listing['items']:,}-item list {name}: p50 {r['p50_ms']:.2f} "
+                         f"p99 {r['p99_ms']:.2f} ms, {r['requests_per_second']:,.0f} req/s")
+        lines.append(f"  list: added by orchgate p50 {listing['added_ms']['p50']:.2f} ms, "
                      f"p99 {listing['added_ms']['p99']:.2f} ms")
     socket = report.get("socket")
     if socket:
         for name, r in socket["median"].items():
-            lines.append(f"socket {name}: {r['frames_per_second']:,.0f} frames/s, round trip "
-                         f"p50 {r['p50_ms']:.3f} p99 {r['p99_ms']:.2f} ms, CPU "
+            lines.append(f"events socket {name}: {r['frames_per_second']:,.0f} frames/s, "
+                         f"round trip p50 {r['p50_ms']:.3f} p99 {r['p99_ms']:.2f} ms, CPU "
                          f"{r['cpu_us_per_frame']:.0f} µs/frame")
     return lines
 
 
 def markdown(report: Mapping[str, Any], results_file: str) -> str:
-    m = report["machine"]
-    s = report["settings"]
-    out = [
-        SECTION, "",
-        f"{report['date'][:10]}, `{report['command']}` (`benchmarks/run.py`; results: "
-        f"`{results_file}`; {report['elapsed_seconds']:.0f} s). Machine: {m['cpu']}, "
+    m, s = report["machine"], report["settings"]
+    intro = (
+        f"{report['date'][:10]}, `{report['command']}` (`benchmarks/run.py`, "
+        f"{report['elapsed_seconds']:.0f} s; results: `{results_file}`). Machine: {m['cpu']}, "
         f"{m['memory']}, {m['os']}, Python {m['python']}, nginx {m['nginx']}, HAProxy "
-        f"{m['haproxy']}, wrk {m['wrk']}; load average before the run {m['load_average_before']}"
-        " (the 2 cores are shared: figures move by ±10–30 % from run to run, compare the ratios "
-        "of one run).", "",
-        f"Every figure is the median of {s['rounds']} rounds; the targets of a round run one "
-        f"after another (direct, HAProxy, orchgate, …) and the rounds repeat that order. "
-        f"wrk runs {s['seconds']:g} s per measurement with one thread and a 1 KB JSON answer "
-        f"from nginx; orchgate runs its full pipeline (RS256 token, catalog, decision over "
-        f"{s['policy_rows']:,} policy rows, audit with hash chain, checkpoints and fsynced "
-        f"intents, per-caller Airflow credential, streaming forward); HAProxy checks the same "
-        f"token with `jwt_verify` (alg, signature, iss, aud, exp). CPU µs/req: the server's own "
-        f"processes (utime + stime from /proc over the run); +nginx: the upstream's, for the "
-        f"same requests. RSS: each process of the server after the run.", "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows(report)), "",
-        *(f"- {line.strip()}" for line in _extra_lines(report)), "",
-        "| target (issue 9) | this run | goal | |", "|---|---:|---|---|",
-        *(f"| {t['target']} | {t['figure']} | {t['goal']} | {'met' if t['met'] else 'missed'} |"
-          for t in report["targets"]), "",
-    ]
+        f"{m['haproxy']}, wrk {m['wrk']}; load average before the run "
+        f"{m['load_average_before']}. The 2 cores are shared with other work: single figures "
+        f"move by 10–30 % from run to run; compare the ratios within one run.")
+    method = (
+        f"Each figure is the median of {s['rounds']} rounds; within a round the targets run one "
+        f"after another (direct, HAProxy, orchgate, …) and every round repeats that order. wrk: "
+        f"one thread, {s['seconds']:g} s per measurement, a 1 KB JSON answer from nginx. "
+        f"orchgate: the full pipeline (RS256 token, catalog, decision over "
+        f"{s['policy_rows']:,} policy rows, audit with hash chain, signed checkpoints and "
+        f"fsynced intents, per-caller Airflow credential, streaming forward). HAProxy: the same "
+        f"token checked with `jwt_verify` (alg, signature, iss, aud, exp). CPU µs/req: utime + "
+        f"stime of the server's own processes over the run (/proc); +nginx: the upstream's for "
+        f"the same requests. RSS: each process of the server after the run (2 workers: both "
+        f"workers, uvicorn's supervisor, multiprocessing's resource tracker). Options "
+        f"(rounds, seconds, connections, rate): `.venv/bin/python -m benchmarks.run --help`.")
+    out = [SECTION, "", textwrap.fill(intro, 95), "", textwrap.fill(method, 95), "",
+           "| target | " + " | ".join(HEADER[1:]) + " |",
+           "|---|" + "---:|" * (len(HEADER) - 1),
+           *("| " + " | ".join(row) + " |" for row in rows(report)), ""]
+    out += ["| connections | " + " | ".join(RATIOS.values()) + " |",
+            "|---|" + "---:|" * len(RATIOS)]
+    for level, values in report["closed_loop"]["ratios"].items():
+        out.append(f"| {level[1:]} | " + " | ".join(
+            f"{values[k]:.3f}" if k in values else "" for k in RATIOS) + " |")
+    out.append("")
+    rate = report.get("fixed_rate")
+    if rate:
+        out += [textwrap.fill(
+            f"Constant offered rate: {rate['rate']:,.0f} requests/s for {rate['seconds']:g} s "
+            f"over up to {rate['connections']} connections (open loop, benchmarks/load.py); "
+            "latency from each request's due time, so a stall counts for every request it "
+            "delayed. Added p99: the target's p99 minus direct's in the same round, median "
+            "over the rounds.", 95), "",
+            "| target | achieved req/s | p50 ms | p99 ms | p99.9 ms | added p99 ms | "
+            "CPU µs/req |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in rate["median"].items():
+            added = rate["added_p99_ms"].get(name)
+            out.append(f"| {name} | {r['requests_per_second']:,.0f} | {r['p50_ms']:.3f} | "
+                       f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
+                       f"{'—' if added is None else f'{added:.2f}'} | "
+                       f"{r['cpu_us_per_request']:.0f} |")
+        out.append("")
+    listing = report.get("list")
+    if listing:
+        out += [textwrap.fill(
+            f"A {listing['items']:,}-DAG list at 1 connection: direct reads it from nginx in "
+            f"one answer; through orchgate (`GET /airflow/api/v2/dags?limit=100`) orchgate reads "
+            f"it in Airflow's pages of 100, drops the quarter the caller may not read and "
+            f"answers the first 100 of the {listing['visible']:,} visible.", 95), "",
+            "| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req |",
+            "|---|---:|---:|---:|---:|---:|"]
+        for name, r in listing["median"].items():
+            out.append(f"| {name} | {r['requests_per_second']:,.0f} | {r['p50_ms']:.2f} | "
+                       f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
+                       f"{r['cpu_us_per_request']:,.0f} |")
+        out += [f"| added by orchgate | | {listing['added_ms']['p50']:.2f} | "
+                f"{listing['added_ms']['p99']:.2f} | | |", ""]
+    socket = report.get("socket")
+    if socket:
+        out += [textwrap.fill(
+            "A Prefect event stream (`/prefect/api/events/in`, `prefect` subprotocol) relayed "
+            "to a stand-in Prefect server that echoes each event (benchmarks/prefect_upstream"
+            ".py); orchgate parses each event, resolves its flow run (cached) and decides it. "
+            "Round trip: one frame in flight; frames/s: 64 in flight.", 95), "",
+            "| target | frames/s | round trip p50 ms | p99 ms | p99.9 ms | CPU µs/frame |",
+            "|---|---:|---:|---:|---:|---:|"]
+        for name, r in socket["median"].items():
+            out.append(f"| {name} | {r['frames_per_second']:,.0f} | {r['p50_ms']:.3f} | "
+                       f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['cpu_us_per_frame']:.0f} |")
+        out.append("")
+    out += ["| target (issue 9) | this run | goal | |", "|---|---:|---|---|",
+            *(f"| {t['target']} | {t['figure']} | {t['goal']} | "
+              f"{'met' if t['met'] else 'missed'} |" for t in report["targets"]), ""]
     return "\n".join(out)
 
 
 def update_docs(path: Path, section: str) -> None:
     """Replace the section in place, or put it before the first other `## ` section."""
     text = path.read_text()
+    section = section.rstrip("\n") + "\n\n"
     start = text.find(SECTION)
     if start >= 0:
         end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        rest = text[end + 1:] if end >= 0 else ""
+        text = text[:start] + (section + rest if rest else section.rstrip("\n") + "\n")
     else:
         first = text.find("\n## ")
         at = first + 1 if first >= 0 else len(text)
-        text = text[:at] + section + "\n" + text[at:]
+        text = text[:at] + section + text[at:]
     path.write_text(text)

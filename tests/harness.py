@@ -41,7 +41,7 @@ from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from proxy.app import create_app
+from proxy.app import OrchgateApp, create_app
 from proxy.settings import Settings, parse_settings
 
 # uvicorn's websocket implementation: WS_IMPL is what `orchgate serve` runs (proxy/cli.py; keep
@@ -553,10 +553,17 @@ class Orchgate:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.app: OrchgateApp | None = None
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics endpoint (settings `metrics`, port 0: the one the lifespan bound)."""
+        assert self.app is not None and self.app.metrics_port, "metrics are not enabled"
+        return f"http://{LOOPBACK}:{self.app.metrics_port}/metrics"
 
     def ws_url(self, path: str) -> str:
         return f"ws://{LOOPBACK}:{self.port}{path}"
@@ -566,8 +573,9 @@ class Orchgate:
         self.port = self._sock.getsockname()[1]
         # The options of `orchgate serve` (proxy/cli.py), minus logging configuration: the
         # test process keeps its own.
+        self.app = create_app(self.settings)
         config = uvicorn.Config(
-            create_app(self.settings), http="httptools", loop="uvloop", ws=self.ws,
+            self.app, http="httptools", loop="uvloop", ws=self.ws,
             lifespan="on", proxy_headers=False, server_header=False, access_log=False,
             log_config=None, timeout_graceful_shutdown=2,
         )

@@ -11,6 +11,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 
+# Airflow declares these path parameters as integers. Its router still matches any segment
+# and tries routes in registration order, so `…/{task_id}/state-store/dependencies` runs the
+# state-store route, not `…/{task_id}/{map_index}/dependencies`: matching only digits keeps
+# orchgate's choice the same as Airflow's (tests/security/test_routing_properties.py).
+INTEGER_PARAMS = {name: r"-?\d+" for name in
+                  ("map_index", "try_number", "task_try_number", "version_number")}
+
+
 class Action(IntEnum):
     """The ladder of rights: a grant of one includes those below it."""
 
@@ -72,7 +80,8 @@ class Operation:
         # A parameter is exactly one path segment: never a "/" (see edge.py, which rejects
         # encoded slashes before matching, so segments here are unambiguous).
         regex = "".join(
-            f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part)
+            f"(?P<{part[1:-1]}>{INTEGER_PARAMS.get(part[1:-1], '[^/]+')})"
+            if part.startswith("{") else re.escape(part)
             for part in re.split(r"({\w+})", self.template)
         )
         object.__setattr__(self, "_pattern", re.compile(regex + r"\Z"))

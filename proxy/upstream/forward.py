@@ -95,13 +95,15 @@ class Upstream:
                         yielded = True
                         yield response
                         return
-            except TimeoutError:
+            except TimeoutError as exc:
                 if yielded:
                     raise self._timeout() from None
-                reason = "timeout"
-                self._failed(probe, reason, counts=True)
+                self._failed(probe, "timeout", counts=True)
                 probe = False
-                if not (retry and self.retries.may_retry(attempt, reason)):
+                # Only a connection that never opened is retried: an upstream too slow to
+                # answer would be as slow again, and the caller would wait twice as long.
+                if not (retry and isinstance(exc, aiohttp.ConnectionTimeoutError)
+                        and self.retries.may_retry(attempt, "connect-timeout")):
                     raise self._timeout() from None
             except aiohttp.ClientPayloadError:
                 raise Reject(502, "upstream-error", "Bad gateway",
@@ -109,13 +111,12 @@ class Upstream:
             except (aiohttp.ClientConnectionError, OSError) as exc:
                 if yielded:
                     raise self._unreachable() from None
-                reason = "connect"
                 # A streamed body that fails surfaces here too: that is the caller's doing
                 # (too large, gone), not the upstream's, unless the connection never opened.
-                self._failed(probe, reason, counts=not isinstance(body, AsyncIterator)
+                self._failed(probe, "connect", counts=not isinstance(body, AsyncIterator)
                              or isinstance(exc, aiohttp.ClientConnectorError))
                 probe = False
-                if not (retry and self.retries.may_retry(attempt, reason)):
+                if not (retry and self.retries.may_retry(attempt, "connect")):
                     raise self._unreachable() from None
             finally:
                 self.breaker.abandoned(probe)  # cancelled mid-probe: the next request probes

@@ -19,6 +19,11 @@ SAMPLES = {
     "id": "0b7a3f8e-2d2c-4f59-9a77-4c1c3e0e9f10",
     "flow_name": "team-a-etl",
     "deployment_name": "nightly",
+    # Airflow's integer path parameters match digits only (catalog/operation.py).
+    "map_index": "-1",
+    "try_number": "2",
+    "task_try_number": "3",
+    "version_number": "4",
 }
 
 
