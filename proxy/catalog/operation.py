@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-
 # Airflow declares these path parameters as integers. Its router still matches any segment
 # and tries routes in registration order, so `…/{task_id}/state-store/dependencies` runs the
 # state-store route, not `…/{task_id}/{map_index}/dependencies`: matching only digits keeps
