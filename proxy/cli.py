@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,7 @@ def _serve(config: Path, host: str, port: int, workers: int,
 
     # The factory re-reads the file in each worker process.
     os.environ["ORCHGATE_CONFIG"] = str(config.resolve())
+    os.environ["ORCHGATE_WORKERS"] = str(workers)
     options: dict[str, Any] = dict(
         factory=True, host=host, port=port, workers=workers,
         http="httptools", loop="uvloop", ws="websockets-sansio", lifespan="on",
@@ -210,4 +212,11 @@ def _serve_workers(config: Any, metrics: MetricsSettings | None) -> int:
 def app_from_env() -> object:
     from proxy.app import create_app
 
-    return create_app(load_settings(os.environ["ORCHGATE_CONFIG"]))
+    settings = load_settings(os.environ["ORCHGATE_CONFIG"])
+    live = settings.audit.file
+    if int(os.environ.get("ORCHGATE_WORKERS", "1")) > 1 and live is not None:
+        # One hash chain per process: workers appending to one file would interleave their
+        # chains. Each worker's trail is `<name>.w<pid><suffix>` and verifies on its own.
+        own = live.with_name(f"{live.stem}.w{os.getpid()}{live.suffix}")
+        settings = replace(settings, audit=replace(settings.audit, file=own))
+    return create_app(settings)

@@ -107,6 +107,9 @@ class JwksCache:
         self._attempted_at = -math.inf  # start of the last fetch, whatever caused it
         self._miss_fetch_at = -math.inf  # start of the last fetch caused by an unknown kid
         self._last_error: str | None = None
+        # Series exist from the start, at zero: a rate over a missing series is no alert.
+        self._refreshes = metrics.JWKS_REFRESHES.labels(issuer.issuer)
+        self._failures = metrics.JWKS_FAILURES.labels(issuer.issuer)
 
     async def get(self, kid: str) -> SigningKey:
         now = self._clock()
@@ -174,7 +177,7 @@ class JwksCache:
         return self._inflight
 
     async def _fetch(self) -> None:
-        metrics.JWKS_REFRESHES.labels(self.issuer.issuer).inc()
+        self._refreshes.inc()
         try:
             keys = await self._download_keys()
         except _FetchError as exc:
@@ -193,7 +196,7 @@ class JwksCache:
             self._inflight = None
 
     def _failed(self, reason: str) -> None:
-        metrics.JWKS_FAILURES.labels(self.issuer.issuer).inc()
+        self._failures.inc()
         self._last_error = reason
         log.warning("jwks_fetch_failed", issuer=self.issuer.issuer, reason=reason,
                     serving_cached=self.usable())

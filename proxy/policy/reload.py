@@ -39,6 +39,9 @@ class PolicyStore:
         self._lock = asyncio.Lock()
         self._generation = metrics.POLICY_GENERATION.labels(name)
         self._generation.set(self.current.generation)
+        # Series exist from the start, at zero: a rate over a missing series is no alert.
+        self._reloads = metrics.POLICY_RELOADS.labels(name)
+        self._failures = metrics.POLICY_RELOAD_FAILURES.labels(name)
 
     def _build(self, generation: int) -> PolicySnapshot:
         return compile_policy(load_policy(self._model, self._files), generation)
@@ -63,7 +66,7 @@ class PolicyStore:
                 snapshot = await asyncio.to_thread(self._build, self.current.generation + 1)
             except PolicyError as err:
                 self.failures += 1
-                metrics.POLICY_RELOAD_FAILURES.labels(self.name).inc()
+                self._failures.inc()
                 self.last_error = "; ".join(err.problems[:5])
                 self._log.error("policy_reload_failed", policy=self.name, problems=err.problems,
                                 generation=self.current.generation)
@@ -73,7 +76,7 @@ class PolicyStore:
                 return True  # touched but unchanged: keep the generation (and its caches)
             self.current = snapshot
             self.reloads += 1
-            metrics.POLICY_RELOADS.labels(self.name).inc()
+            self._reloads.inc()
             self._generation.set(snapshot.generation)
             self.last_error = None
             self.loaded_at = time.time()
