@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from devstack import LocalStack
 from procs import http
 
 from proxy.catalog.airflow import CATALOG
+from proxy.catalog.operation import INTEGER_PARAMS
 
 API_ROOT = "/api/v2"
 METHODS = {"get", "put", "post", "patch", "delete"}
@@ -38,7 +41,10 @@ def test_every_live_path_finds_its_own_operation(stack: LocalStack) -> None:
     # The router's precedence (literal segments first) must pick the operation the server
     # would run, for every template filled with a value of its own.
     for method, path, name in _live_operations(stack):
-        concrete = path.removeprefix(API_ROOT).replace("{", "x").replace("}", "")
+        # Integer parameters get a number (Airflow declares them int; catalog/operation.py).
+        concrete = re.sub(
+            r"{(\w+)}", lambda m: "7" if m.group(1) in INTEGER_PARAMS else f"x{m.group(1)}",
+            path.removeprefix(API_ROOT))
         found = CATALOG.find(method, concrete)
         assert found is not None, (method, path)
         assert found[0].name == name, (method, path, found[0].name)
