@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import operator
 import statistics
 import sys
 import tempfile
@@ -263,38 +264,51 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     return summarize(closed, rate, listing, socket, args)
 
 
+RATIO_PAIRS = (("orchgate", "direct"), ("orchgate", "haproxy"), ("haproxy", "direct"),
+               ("orchgate_2w", "haproxy_2t"), ("orchgate_2w", "orchgate"),
+               ("haproxy_2t", "haproxy"), ("orchgate", "orchgate_audit_off"),
+               ("orchgate_reloading", "orchgate"))
+
+
+def paired(runs: list[report.Run], others: list[report.Run], key: str,
+           combine: Callable[[float, float], float]) -> float:
+    """combine(run, other) for the runs of the same round, median over the rounds."""
+    return round(statistics.median(combine(r[key], o[key])
+                                   for r, o in zip(runs, others, strict=True)), 3)
+
+
 def summarize(closed: Runs, rate: dict[str, list[report.Run]],
               listing: dict[str, list[report.Run]], socket: dict[str, list[report.Run]],
               args: argparse.Namespace) -> dict[str, Any]:
     median = {level: {name: report.median_run(runs) for name, runs in targets.items()}
               for level, targets in closed.items()}
+    # Ratios and differences are taken within a round, then the median over the rounds: the
+    # targets of one round share the machine's load of that minute.
     ratios: dict[str, dict[str, float]] = {}
-    for level, runs in median.items():
-        rps = {name: r["requests_per_second"] for name, r in runs.items()}
-        pairs = [("orchgate", "direct"), ("orchgate", "haproxy"), ("haproxy", "direct"),
-                 ("orchgate_2w", "haproxy_2t"), ("orchgate_2w", "orchgate"),
-                 ("haproxy_2t", "haproxy"), ("orchgate", "orchgate_audit_off"),
-                 ("orchgate_reloading", "orchgate")]
-        ratios[level] = {f"{a}/{b}": report.ratio(rps[a], rps[b]) for a, b in pairs
-                         if a in rps and b in rps}
+    added: dict[str, dict[str, dict[str, float]]] = {}
+    for level, targets in closed.items():
+        ratios[level] = {f"{a}/{b}": paired(targets[a], targets[b], "requests_per_second",
+                                             lambda x, y: x / y if y else float("nan"))
+                         for a, b in RATIO_PAIRS if a in targets and b in targets}
+        added[level] = {name: {p: paired(runs, targets["direct"], f"{p}_ms", operator.sub)
+                               for p in ("p50", "p99", "p999")}
+                        for name, runs in targets.items() if name != "direct"}
     rate_median = {name: report.median_run(runs) for name, runs in rate.items()}
     list_median = {name: report.median_run(runs) for name, runs in listing.items()}
     return {
-        "closed_loop": {"runs": closed, "median": median, "ratios": ratios},
+        "closed_loop": {"runs": closed, "median": median, "ratios": ratios,
+                        "added_over_direct_ms": added},
         "fixed_rate": {
             "rate": args.rate, "seconds": args.rate_seconds, "connections": 64,
             "runs": rate, "median": rate_median,
-            # added over direct, per round, then the median: the rounds share their noise
-            "added_p99_ms": {name: round(statistics.median(
-                r["p99_ms"] - d["p99_ms"] for r, d in zip(runs, rate["direct"], strict=True)),
-                3) for name, runs in rate.items() if name != "direct"},
+            "added_p99_ms": {name: paired(runs, rate["direct"], "p99_ms", operator.sub)
+                             for name, runs in rate.items() if name != "direct"},
         },
         "list": {
             "items": LIST_ITEMS, "visible": LIST_ITEMS * 3 // 4, "connections": 1,
             "runs": listing, "median": list_median,
-            "added_ms": {p: round(list_median["orchgate"][f"{p}_ms"]
-                                  - list_median["direct"][f"{p}_ms"], 3)
-                         for p in ("p50", "p99")},
+            "added_ms": {p: paired(listing["orchgate"], listing["direct"], f"{p}_ms",
+                                   operator.sub) for p in ("p50", "p99")},
         },
         "socket": {"runs": socket,
                    "median": {name: report.median_run(runs) for name, runs in socket.items()}},

@@ -87,6 +87,8 @@ def check_request_headers(headers: list[tuple[bytes, bytes]], max_bytes: int) ->
 
 def is_trusted(client: str, trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]
                ) -> bool:
+    if not trusted:  # the default: no peer is trusted, and nothing needs parsing
+        return False
     try:
         address = ipaddress.ip_address(client)
     except ValueError:

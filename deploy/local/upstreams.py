@@ -438,6 +438,10 @@ def start_prefect(home: Path, auth_string: str, *, timeout: float = 90.0) -> Pre
             "PREFECT_CLI_PROMPT": "false",
             # Retryable errors (e.g. SQLite busy) become a bare 503; log their cause.
             "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
+            # Live logs for `prefect deployment run --watch` (the /logs/out socket): off by
+            # default, the socket then stays silent.
+            "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+            "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
         },
     )
     deadline = time.monotonic() + timeout

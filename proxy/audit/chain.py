@@ -57,9 +57,14 @@ class Chain:
         if signer is not None:
             record["key_id"] = signer.key_id
             record["signature"] = signer.sign(signed_bytes(record))
-        record["hash"] = digest(record)
-        self.seq, self.head = record["seq"], record["hash"]
-        return orjson.dumps(record, default=str) + b"\n"
+        # The line is the canonical form itself with the hash appended: one serialization
+        # instead of two, and verify recomputes exactly these bytes (keys sorted, no hash).
+        body = canonical(record)
+        hashed = hashlib.sha256(body).hexdigest()
+        record["hash"] = hashed
+        self.seq, self.head = record["seq"], hashed
+        return body[:-1] + b',"hash":"' + hashed.encode() + b'"}\n'
+
 
 
 class Signer:

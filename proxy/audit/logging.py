@@ -48,7 +48,24 @@ def _secret_name(key: str) -> bool:
     return bool(SECRET_KEYS.search(key))
 
 
+# A cheap first look at the whole event, serialized: does any credential-bearing key name
+# (SECRET_KEYS) or anything a JWT or a Basic/Bearer credential starts with appear anywhere,
+# in a key or a value? Most records contain none of these words, and one serialization with
+# a few substring searches costs a fraction of walking every value; any hit takes the walk.
+_WORDS = (b"authorization", b"cookie", b"token", b"secret", b"password", b"api_key",
+          b"api-key", b"apikey", b"auth_string", b"auth-string", b"authstring", b"credential",
+          b"eyj", b"basic", b"bearer")
+
+
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    try:
+        text = orjson.dumps(event, default=str)
+    except TypeError:  # keys orjson cannot serialize: take the walk
+        text = None
+    if text is not None:
+        lowered = text.lower()
+        if not any(word in lowered for word in _WORDS):
+            return event
     for key in list(event):
         event[key] = REDACTED if _secret_key(key) else _scrub(event[key])
     return event

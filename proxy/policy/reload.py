@@ -20,6 +20,8 @@ from proxy.policy.engine import PolicySnapshot, compile_policy
 from proxy.policy.model import PolicyError, load_policy
 
 WATCH_INTERVAL_SECONDS = 1.0
+SETTLE_SECONDS = 0.2  # a change counts once the files have looked the same for this long
+SETTLE_ROUNDS = 25  # … or after 5 s of constant change, whatever the files look like then
 
 
 class PolicyStore:
@@ -91,7 +93,19 @@ class PolicyStore:
         while True:
             await asyncio.sleep(interval)
             if self._stamps() != self._stamp:
+                await self._settled()
                 await self.reload()
+
+    async def _settled(self) -> None:
+        """Wait until the files stop changing: an editor or a `cp` may be halfway through a
+        write, and a truncated file can still parse — as a policy missing its last rows."""
+        seen = self._stamps()
+        for _ in range(SETTLE_ROUNDS):
+            await asyncio.sleep(SETTLE_SECONDS)
+            now = self._stamps()
+            if now == seen:
+                return
+            seen = now
 
     def status(self) -> dict[str, Any]:
         return {"generation": self.current.generation, "digest": self.current.digest,
