@@ -100,9 +100,9 @@ class PrefectSteps:
             case "stream_events_in":
                 return events_in, None
             case "stream_workspace_events_out":
-                return None, None
+                return None, events_out
             case "stream_logs_out":
-                return None, None
+                return None, logs_out
         return None, None
 
 
