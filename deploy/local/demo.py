@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def usage(stack: LocalStack) -> str:
     stack_file = stack.stack_file.relative_to(ROOT)
+    audit = stack.audit_file.relative_to(ROOT)
     url = stack.orchgate_url
     token = f".venv/bin/python deploy/local/idp_client.py --stack-file {stack_file}"
     personas = "\n".join(
@@ -57,8 +58,15 @@ Prefect through orchgate with the prefect CLI:
     .venvs/prefect/bin/prefect deployment run team-a-etl/nightly     # a worker runs it
     .venvs/prefect/bin/prefect flow-run ls
 
+A Prefect flow (started by alice) whose task runs an Airflow DAG as the service account
+ci-team-a, and the lineage orchgate records from the person to the DAG run:
+    export CI_TOKEN=$({token} ci-team-a)
+    PYTHONPATH=. ORCHGATE_URL={url} ORCHGATE_BRIDGE_TOKEN=$CI_TOKEN \\
+      .venvs/prefect/bin/python examples/bridge_flow.py        # prints the DAG run id
+    .venv/bin/orchgate audit lineage airflow:team_a_etl/<dag_run_id> {audit}*
+
 Watch the audit trail:
-    tail -f {stack.audit_file.relative_to(ROOT)}
+    tail -f {audit}
 
 Press Ctrl-C to stop everything.
 """

@@ -26,6 +26,8 @@ from upstreams import (
     start_prefect_worker,
 )
 
+from proxy.audit.chain import generate_key
+
 ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "orchgate"
 
@@ -152,8 +154,12 @@ policy:
 audit:
   file: audit/audit.jsonl
   stdout: false
+  checkpoint_key_file: secrets/audit-checkpoint.key
 """
     (workdir / "audit").mkdir(parents=True, exist_ok=True)
+    key = workdir / "secrets" / "audit-checkpoint.key"
+    if not key.exists():  # signs the audit trail's checkpoints (orchgate audit verify)
+        generate_key(key)
     path = workdir / "orchgate.yaml"
     path.write_text(config, encoding="utf-8")
     return path
