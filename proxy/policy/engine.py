@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from proxy.catalog.operation import Action
-from proxy.policy.model import Ownership, PolicySource, Rule
+from proxy.policy.model import YIELD_EVERY, Ownership, PolicySource, Rule, yield_gil
 
 _CACHE_LIMIT = 200_000
 OWNER_SOURCE_POLICY = "policy"
@@ -102,6 +102,8 @@ class PolicySnapshot:
         self._roles = {member: (member, *sorted(_closure(member, direct))) for member in direct}
         self._index = defaultdict(lambda: defaultdict(list))
         for position, rule in enumerate(self.source.rules):
+            if position % YIELD_EVERY == 0:
+                yield_gil()
             self._index[rule.sub][rule.obj].append((position, rule))
         self._index = {k: dict(v) for k, v in self._index.items()}
         self._ownership = _Ownership(self.source.ownerships)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,14 @@ SYSTEMS = ("airflow", "prefect", "*")
 EFFECTS = ("allow", "deny")
 PRINCIPAL_PREFIXES = ("user:", "group:", "sa:", "role:")
 _ARITY = {"p": 5, "g": 2, "g2": 3}
+YIELD_EVERY = 200  # rows between yields of the GIL (about a millisecond of work)
+
+
+def yield_gil() -> None:
+    """Let other threads run. A reload builds its snapshot in a worker thread, and a Python
+    thread keeps the GIL for up to 5 ms at a time (sys.getswitchinterval): yielding often
+    keeps the event loop's requests from waiting behind a large policy's compile."""
+    time.sleep(0)
 
 
 class PolicyError(Exception):
@@ -87,7 +96,9 @@ def load_policy(model: Path, files: tuple[Path, ...] | list[Path]) -> PolicySour
             problems.append(f"{path}: cannot read: {exc.strerror}")
             continue
         digest.update(b"\0" + str(path).encode() + b"\0" + text.encode())
-        for lineno, fields in _rows(text):
+        for count, (lineno, fields) in enumerate(_rows(text)):
+            if count % YIELD_EVERY == 0:
+                yield_gil()
             where = f"{path}:{lineno}"
             row_problems = _check_row(fields)
             if row_problems:
@@ -109,6 +120,8 @@ def load_policy(model: Path, files: tuple[Path, ...] | list[Path]) -> PolicySour
 def _rows(text: str) -> list[tuple[int, list[str]]]:
     out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
+        if lineno % YIELD_EVERY == 0:
+            yield_gil()
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
