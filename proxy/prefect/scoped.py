@@ -21,6 +21,7 @@ from proxy.authorize import Authorizer
 from proxy.catalog.operation import Action
 from proxy.context import RequestContext
 from proxy.errors import Reject, bad_request, not_found
+from proxy.listing import send_json
 from proxy.ownership import OwnerTags
 from proxy.prefect.visible import Inventories, Visible, visible
 from proxy.resolve.prefect import PrefectResolver, event_workflow
@@ -288,15 +289,3 @@ def scope_page_token(query: bytes, scope: Visible) -> bytes:
     encoded = base64.b64encode(base64.b64encode(orjson.dumps(page))).decode()
     rest = [(k, v) for k, v in params if k != "page-token"]
     return urlencode([*rest, ("page-token", encoded)]).encode()
-
-
-async def send_json(ctx: RequestContext, status: int, data: Any, send: Send) -> None:
-    body = orjson.dumps(data)
-    ctx.status = status
-    ctx.bytes_out = len(body)
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", ctx.request_id.encode()),
-    ]})
-    await send({"type": "http.response.body", "body": body})

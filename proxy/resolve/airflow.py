@@ -15,7 +15,7 @@ import base64
 import binascii
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -118,20 +118,13 @@ class AirflowLookups:
                 self._index = (now + self._index_seconds, DagIndex.build(dags))
             return self._index[1]
 
-    async def _cached(self, key: str, load: Callable[[], Awaitable[str]]) -> str:
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = await load()
-            self._cache.put(key, hit)
-        return hit
-
     async def backfill(self, backfill_id: str) -> str:
         bid = _whole_number(backfill_id, "backfill_id")
 
         async def load() -> str:
             data = await self._object("backfill", f"/backfills/{bid}")
             return check_workflow_id(data.get("dag_id"), "dag_id")
-        return await self._cached("backfill:" + bid, load)
+        return await self._cache.get_or_load("backfill:" + bid, load)
 
     async def event_log(self, event_log_id: str) -> str:
         eid = _whole_number(event_log_id, "event_log_id")
@@ -139,7 +132,7 @@ class AirflowLookups:
         async def load() -> str:
             dag_id = (await self._object("event log", f"/eventLogs/{eid}")).get("dag_id")
             return check_workflow_id(dag_id, "dag_id") if dag_id else EVERYTHING
-        return await self._cached("event_log:" + eid, load)
+        return await self._cache.get_or_load("event_log:" + eid, load)
 
     async def file_dags(self, bundle_name: object, filename: object) -> tuple[str, ...]:
         """The DAGs a file defines; (EVERYTHING,) for a file that defines none (yet)."""

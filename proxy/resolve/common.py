@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy.errors import bad_request
@@ -41,6 +41,13 @@ class TTLCache:
         if hit is None or hit[0] < self._clock():
             return None
         return hit[1]
+
+    async def get_or_load(self, key: str, load: Callable[[], Awaitable[str]]) -> str:
+        hit = self.get(key)
+        if hit is None:
+            hit = await load()
+            self.put(key, hit)
+        return hit
 
     def put(self, key: str, value: str) -> None:
         if len(self._data) >= _CACHE_LIMIT:

@@ -8,7 +8,7 @@ Automations and a flow's set of deployments change, so they are read fresh.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -48,19 +48,12 @@ class PrefectLookups:
             raise upstream_unavailable("prefect", f"lookup of {kind} answered HTTP {status}")
         return data
 
-    async def _cached(self, key: str, load: Callable[[], Awaitable[str]]) -> str:
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = await load()
-            self._cache.put(key, hit)
-        return hit
-
     async def flow_name(self, flow_id: object) -> str:
         fid = as_uuid(flow_id, "flow_id")
 
         async def load() -> str:
             return check_workflow_id((await self._get("flows", fid)).get("name"), "flow name")
-        return await self._cached("flow:" + fid, load)
+        return await self._cache.get_or_load("flow:" + fid, load)
 
     async def deployment(self, deployment_id: object) -> str:
         did = as_uuid(deployment_id, "deployment_id")
@@ -70,7 +63,7 @@ class PrefectLookups:
             flow = await self.flow_name(data.get("flow_id"))
             name = check_workflow_id(data.get("name"), "deployment name")
             return f"{flow}/{name}"
-        return await self._cached("deployment:" + did, load)
+        return await self._cache.get_or_load("deployment:" + did, load)
 
     async def flow_run(self, flow_run_id: object) -> str:
         rid = as_uuid(flow_run_id, "flow_run_id")
@@ -78,7 +71,7 @@ class PrefectLookups:
         async def load() -> str:
             data = await self._get("flow_runs", rid)
             return await self.run_workflow(data)
-        return await self._cached("flow_run:" + rid, load)
+        return await self._cache.get_or_load("flow_run:" + rid, load)
 
     async def run_workflow(self, run: dict[str, Any]) -> str:
         """The workflow of a flow run object: its deployment's, else its flow's ad-hoc one."""
@@ -94,14 +87,14 @@ class PrefectLookups:
             if not data.get("flow_run_id"):
                 raise no_flow_run()
             return await self.flow_run(data["flow_run_id"])
-        return await self._cached("task_run:" + tid, load)
+        return await self._cache.get_or_load("task_run:" + tid, load)
 
     async def artifact(self, artifact_id: object) -> str:
         aid = as_uuid(artifact_id, "artifact id")
 
         async def load() -> str:
             return await self.artifact_workflow(await self._get("artifacts", aid))
-        return await self._cached("artifact:" + aid, load)
+        return await self._cache.get_or_load("artifact:" + aid, load)
 
     async def artifact_workflow(self, artifact: dict[str, Any]) -> str:
         """An artifact belongs to its run; one made outside any run belongs to no workflow
@@ -120,7 +113,7 @@ class PrefectLookups:
             if kind == "flow":
                 return await self.flow_run(details.get("flow_run_id"))
             return await self.task_run(details.get("task_run_id"))
-        return await self._cached(f"{kind}_state:{sid}", load)
+        return await self._cache.get_or_load(f"{kind}_state:{sid}", load)
 
     async def flow_workflows(self, flow_id: object) -> list[str]:
         """`<flow>/-` and every deployment of the flow (not cached: deployments come and go)."""
