@@ -28,17 +28,24 @@ import orjson
 from proxy import metrics
 from proxy.airflow.redaction import forward_redacted
 from proxy.airflow.steps import AirflowSteps
-from proxy.audit.record import CAPTURE_LIMIT, record
+from proxy.audit.record import record
 from proxy.audit.sinks import AuditLog
 from proxy.audit.writeahead import write_ahead
 from proxy.authorize import Authorizer
+from proxy.body import (
+    check_json_content_type,
+    content_length,
+    parse_json,
+    read_body,
+    stream_body,
+    too_large,
+)
 from proxy.catalog.operation import Catalog, Operation, Scope
 from proxy.context import RequestContext
 from proxy.credentials import Credentials
 from proxy.edge import (
     canonical_path,
     check_request_headers,
-    downstream_response_headers,
     forwarded_for,
     is_trusted,
     upstream_request_headers,
@@ -52,9 +59,9 @@ from proxy.resolve import Resolver
 from proxy.settings import Settings
 from proxy.upstream import websocket
 from proxy.upstream.forward import Headers, Upstream
+from proxy.upstream.relay import forward
 
 FIRST_MESSAGE_SECONDS = 10.0
-WHOLE_BODY_BYTES = 64 * 1024  # known-length answers up to this size are sent in one piece
 Scope_ = dict[str, Any]
 Receive = Any
 Send = Any
@@ -336,15 +343,6 @@ async def first_message(receive: Receive) -> dict[str, Any]:
     return data
 
 
-def content_length(headers: Headers) -> int | None:
-    values = [v for k, v in headers if k == b"content-length"]
-    if not values:
-        return None
-    if len(set(values)) != 1 or not values[0].isdigit():
-        raise Reject(400, "bad-request", "Bad request", "conflicting or invalid Content-Length")
-    return int(values[0])
-
-
 def find_operation(catalog: Catalog, method: str, api_path: str
                    ) -> tuple[Operation, dict[str, str]]:
     found = catalog.find(method, api_path)
@@ -382,134 +380,3 @@ def unauthorized(err: AuthError) -> Reject:
 
 def blocked(reason: str) -> Reject:
     return Reject(403, "blocked", "Not served through orchgate", reason)
-
-
-def too_large(limit: int) -> Reject:
-    return Reject(413, "body-too-large", "Request body too large",
-                  f"the limit is {limit} bytes")
-
-
-def body_timeout(seconds: float) -> Reject:
-    return Reject(408, "body-timeout", "Request body timeout",
-                  f"the body did not arrive within {seconds:g} seconds")
-
-
-def check_json_content_type(headers: Headers) -> None:
-    """A body orchgate reads as JSON must be one the upstream reads as JSON too: FastAPI parses
-    it only without a Content-Type or with application/json or application/*+json."""
-    values = [v for k, v in headers if k == b"content-type"]
-    if not values:
-        return
-    media = values[0].split(b";")[0].strip().lower()
-    if len(values) > 1 or not (media == b"application/json" or (
-            media.startswith(b"application/") and media.endswith(b"+json"))):
-        raise Reject(415, "unsupported-media-type", "Unsupported media type",
-                     "this operation takes a JSON body (application/json)")
-
-
-async def receive_by(receive: Receive, deadline: float, seconds: float) -> dict[str, Any]:
-    try:
-        async with asyncio.timeout_at(deadline):
-            message: dict[str, Any] = await receive()
-            return message
-    except TimeoutError:
-        raise body_timeout(seconds) from None
-
-
-def parse_json(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Reject(400, "bad-request", "Bad request", "the body is not valid JSON") from None
-
-
-async def read_body(receive: Receive, limit: int, seconds: float) -> bytes:
-    chunks = []
-    size = 0
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        message = await receive_by(receive, deadline, seconds)
-        if message["type"] == "http.disconnect":
-            raise Reject(400, "client-disconnected", "Client disconnected",
-                         "the client went away before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def stream_body(ctx: RequestContext, receive: Receive, limit: int, seconds: float
-                      ) -> AsyncIterator[bytes]:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        try:
-            message = await receive_by(receive, deadline, seconds)
-        except Reject as reject:
-            ctx.body_error = reject  # aborts the upstream request, as below
-            raise
-        if message["type"] == "http.disconnect":
-            ctx.body_error = Reject(400, "client-disconnected", "Client disconnected",
-                                    "the client went away before sending the whole body")
-            raise ctx.body_error
-        chunk = message.get("body", b"")
-        ctx.bytes_in += len(chunk)
-        if ctx.bytes_in > limit:
-            # Raising inside the upstream write aborts that request: the upstream gets a
-            # broken body, never a complete one. The client learns why (see forward).
-            ctx.body_error = too_large(limit)
-            raise ctx.body_error
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
-
-
-async def forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, headers: Headers,
-                  body: bytes | AsyncIterator[bytes] | None, send: Send) -> None:
-    try:
-        await _forward(ctx, upstream, path_qs, headers, body, send)
-    except Reject:
-        # A failure while streaming the caller's body surfaces from aiohttp as a connection
-        # error; the caller's own fault (too large, went away) is the true answer.
-        if ctx.body_error is not None:
-            raise ctx.body_error from None
-        raise
-
-
-async def _forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, headers: Headers,
-                   body: bytes | AsyncIterator[bytes] | None, send: Send) -> None:
-    assert ctx.operation is not None
-    async with upstream.request(ctx.method, path_qs, headers, body,
-                                retry=ctx.operation.idempotent) as response:
-        ctx.upstream_status = ctx.status = response.status
-        out_headers = [*downstream_response_headers(response.raw_headers),
-                       (b"x-request-id", ctx.request_id.encode())]
-        length = response.content_length
-        if (not ctx.operation.streaming and length is not None and length <= WHOLE_BODY_BYTES
-                and ctx.method != "HEAD"):
-            # A small answer of known length goes out whole, with its length: one write to
-            # the caller instead of a chunked stream and its terminator (measured: most of the
-            # API's answers; about a fifth of the proxy's time went to those extra writes).
-            data = await response.read()
-            ctx.bytes_out = len(data)
-            if ctx.capture is not None:
-                ctx.capture += data[:CAPTURE_LIMIT]
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": [*out_headers, (b"content-length", str(len(data)).encode())]})
-            ctx.response_started = True
-            await send({"type": "http.response.body", "body": data})
-            return
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": out_headers})
-        ctx.response_started = True
-        async for chunk in response.content.iter_any():
-            ctx.bytes_out += len(chunk)
-            if ctx.capture is not None and len(ctx.capture) < CAPTURE_LIMIT:
-                ctx.capture += chunk  # a creation's answer names what it created (record.py)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})

@@ -3,6 +3,7 @@ orchgate as processes on loopback — started once per test run and stopped by p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx2
@@ -36,8 +37,26 @@ def tokens(stack: LocalStack) -> dict[str, str]:
             ("alice", "amy", "bob", "carol", "dave", "ci-team-a", "agent-team-b")}
 
 
+class PrefectRetries(httpx2.HTTPTransport):
+    """Retry what Prefect's own client retries: its server on SQLite answers a burst of writes
+    now and then with 503 "Service Unavailable" (`database is locked`), and Prefect's clients
+    retry it. orchgate passes that 503 through unchanged and, rightly, never retries a write
+    itself; a raw test client acting for a Prefect client does what that client would."""
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        for attempt in range(5):
+            response = super().handle_request(request)
+            if not (response.status_code == 503 and request.url.path.startswith("/prefect/")
+                    and b"Service Unavailable" in response.read()):
+                return response
+            response.close()
+            time.sleep(0.2 * (attempt + 1))
+        return super().handle_request(request)
+
+
 @pytest.fixture
 def proxy(stack: LocalStack) -> Iterator[httpx2.Client]:
-    with httpx2.Client(base_url=stack.orchgate_url, timeout=60) as client:
+    with httpx2.Client(base_url=stack.orchgate_url, timeout=60,
+                       transport=PrefectRetries()) as client:
         yield client
 
