@@ -18,6 +18,7 @@ real oidc-provider, Airflow and Prefect (deploy/local).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import itertools
@@ -153,7 +154,7 @@ class LoopThread:
         self.loop.close()
 
 
-class _AiohttpServer:
+class _AiohttpServer(abc.ABC):
     """A low-level aiohttp server (no router, no path normalisation) on a LoopThread."""
 
     def __init__(self, name: str) -> None:
@@ -166,8 +167,9 @@ class _AiohttpServer:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    @abc.abstractmethod
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        raise NotImplementedError
+        """Answer one request (each server's own behaviour)."""
 
     async def _start(self) -> None:
         # handler_cancellation: a handler whose client went away (orchgate timing out on a

@@ -7,7 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.harness import FakeIdP, RecordingUpstream, StartOrchgate, bearer, wait_for
+from tests.harness import (
+    FakeIdP,
+    Orchgate,
+    RecordingUpstream,
+    StartOrchgate,
+    bearer,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG = "/airflow/api/v2/dags/team_a_etl"
@@ -20,12 +27,17 @@ def _edit(path: Path, text: str) -> None:
     os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))
 
 
+def _gate_on_a_copy(tmp_path: Path, start_orchgate: StartOrchgate) -> tuple[Orchgate, Path]:
+    """An orchgate whose policy is a copy of the shipped one, free to edit."""
+    policy = tmp_path / "policy.csv"
+    shutil.copy(ROOT / "policies/policy.csv", policy)
+    return start_orchgate(overrides={"policy": {"files": [str(policy)]}}), policy
+
+
 def test_a_good_edit_takes_effect_and_a_bad_one_is_refused(
         tmp_path: Path, idp: FakeIdP, upstream: RecordingUpstream,
         start_orchgate: StartOrchgate) -> None:
-    policy = tmp_path / "policy.csv"
-    shutil.copy(ROOT / "policies/policy.csv", policy)
-    gate = start_orchgate(overrides={"policy": {"files": [str(policy)]}})
+    gate, policy = _gate_on_a_copy(tmp_path, start_orchgate)
     dave = bearer(idp.token("dave", groups=["newcomers"]))
     original = policy.read_text(encoding="utf-8")
 
@@ -59,9 +71,7 @@ def test_a_good_edit_takes_effect_and_a_bad_one_is_refused(
 def test_a_revoked_grant_is_not_served_from_the_decision_cache(
         tmp_path: Path, idp: FakeIdP, upstream: RecordingUpstream,
         start_orchgate: StartOrchgate) -> None:
-    policy = tmp_path / "policy.csv"
-    shutil.copy(ROOT / "policies/policy.csv", policy)
-    gate = start_orchgate(overrides={"policy": {"files": [str(policy)]}})
+    gate, policy = _gate_on_a_copy(tmp_path, start_orchgate)
     amy = bearer(idp.token("amy", groups=["team-a-readers"]))
     with gate.client() as client:
         assert client.get(DAG, headers=amy).status_code == 200
