@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from proxy import metrics
+from proxy import heap, metrics
 from proxy.airflow.steps import AirflowSteps
 from proxy.audit.logging import operational_log
 from proxy.audit.sinks import AuditLog
@@ -149,6 +149,7 @@ def create_app(settings: Settings) -> OrchgateApp:
         app.metrics_port = exporter.port if exporter is not None else None
         log.info("started", upstreams=sorted(upstreams), policy=policy.status(),
                  keys=verifier.status(), metrics_port=app.metrics_port)
+        heap.settle()
         try:
             yield
         finally:

@@ -210,7 +210,10 @@ def _serve_workers(config: Any, metrics: MetricsSettings | None) -> int:
 
 
 def app_from_env() -> object:
+    from proxy import heap
     from proxy.app import create_app
+
+    heap.tune()  # a server's heap (proxy/heap.py); tests and tools keep CPython's defaults
 
     settings = load_settings(os.environ["ORCHGATE_CONFIG"])
     live = settings.audit.file

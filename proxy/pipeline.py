@@ -96,13 +96,13 @@ class Pipeline:
         audited = False
 
         async def send_audited(message: dict[str, Any]) -> None:
-            # 9 audit: the record is written before the response's last message, so a caller
-            # who has the whole answer can rely on the record being there.
+            # 9 audit: the record is sealed before the response's last message and reaches the
+            # file at the end of this loop turn, in one write(2) with the turn's other records.
             nonlocal audited
             if (not audited and message["type"] == "http.response.body"
                     and not message.get("more_body", False)):
                 audited = True
-                self.audit.write(record(ctx))
+                self.audit.write(record(ctx), soon=True)
             await send(message)
 
         self.in_flight += 1

@@ -657,7 +657,10 @@ class Orchgate:
         return [r for r in self.audit_trail() if r.get("event") == "request"]
 
     def audit_trail(self) -> list[dict[str, Any]]:
-        """Every line of the audit file, parsed."""
+        """Every line of the audit file, parsed. A request's record reaches the file at the
+        end of the server loop's turn that answered it (audit/sinks.py): written out first."""
+        if self.app is not None:
+            self.app.pipeline.audit.flush()
         if not self.audit_file.exists():
             return []
         # One record a line, split on "\n" only: str.splitlines() also splits on U+2028,

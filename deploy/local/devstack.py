@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,6 +69,23 @@ class LocalStack:
     def audit_records(self) -> list[dict[str, object]]:
         """Each request's audit record (not the write-ahead intents, checkpoints, starts)."""
         return [r for r in self.audit_trail() if r.get("event") == "request"]
+
+    def audit_record(self, request_id: str, timeout: float = 5.0) -> dict[str, object]:
+        """The audit record of one request. It reaches the file at the end of the event
+        loop's turn that sent the answer (proxy/audit/sinks.py): a moment after the caller
+        may have it, so it is waited for (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = [r for r in self.audit_records() if r.get("request_id") == request_id]
+            except ValueError:  # a last line caught half-written: read again
+                found = []
+            if found or time.monotonic() >= deadline:
+                if len(found) != 1:
+                    raise AssertionError(f"expected one audit record for {request_id}, "
+                                         f"found {len(found)}")
+                return found[0]
+            time.sleep(0.02)
 
     def audit_trail(self) -> list[dict[str, object]]:
         # One record a line, split on "\n" only: str.splitlines() also splits on U+2028,

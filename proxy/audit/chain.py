@@ -26,8 +26,9 @@ SCHEMA = "orchgate.audit/1"
 
 
 def canonical(record: Mapping[str, Any], leave_out: tuple[str, ...] = ("hash",)) -> bytes:
-    return orjson.dumps({k: v for k, v in record.items() if k not in leave_out},
-                        option=orjson.OPT_SORT_KEYS, default=str)
+    if any(k in record for k in leave_out):
+        record = {k: v for k, v in record.items() if k not in leave_out}
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str)
 
 
 def digest(record: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from proxy.audit.chain import SCHEMA
+from proxy.audit.logging import scrub
 from proxy.context import RequestContext
 
 # Operations that create something whose id the auditor wants: the id fields of the response.
@@ -30,11 +31,17 @@ _CREATED_NAMES = {"trigger_dag_run": "dag_run", "create_backfill": "backfill",
                   "create_deployment": "deployment"}
 
 
-def record(ctx: RequestContext, event: str = "request") -> dict[str, Any]:
+class AuditRecord(dict[str, Any]):
+    """A record built by `record`: its key names are the schema's, and the notes are scrubbed
+    here, so the sink looks only for credential-shaped values in its line (audit/sinks.py;
+    tests/unit/test_audit_redaction.py holds the schema's names to that)."""
+
+
+def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
     p = ctx.principal
     d = ctx.decision
-    notes = {k: v for k, v in ctx.notes.items() if k not in ("shadow", "policy_digest")}
-    out: dict[str, Any] = {
+    notes = scrub({k: v for k, v in ctx.notes.items() if k not in ("shadow", "policy_digest")})
+    out = AuditRecord({
         "schema": SCHEMA,
         "event": event,
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -61,7 +68,7 @@ def record(ctx: RequestContext, event: str = "request") -> dict[str, Any]:
         "policy_hash": ctx.notes.get("policy_digest"),
         "shadow": ctx.notes.get("shadow"),
         "parent": ctx.parent,
-    }
+    })
     if event == "intent":
         return out
     out.update({

@@ -1,11 +1,15 @@
 """Where audit records go: an append-only, hash-chained JSON-lines file (and stdout).
 
-Every record passes `redact` (audit/logging.py), is sealed into the chain (audit/chain.py) and
-written with one `write(2)` on an O_APPEND descriptor, in the caller's thread: no fsync there,
-so the event loop never waits on the disk. Write-ahead records (`write_ahead`) are also made
-durable: a syncer thread fsyncs on behalf of every request waiting at that moment (group
-commit: concurrent requests share one fsync) and wakes each waiter on its own event loop.
-The same thread writes time-based checkpoints and closes rotated files.
+Every record is sealed into the chain (audit/chain.py) and its line checked for anything
+credential-shaped (audit/logging.py: a record with a hit is redacted and sealed again), then
+written on an O_APPEND descriptor in the caller's thread: no fsync there, so the event loop
+never waits on the disk. An outcome record (`write(…, soon=True)`) waits for the end of the
+event loop's turn, and every record of that turn goes out in one `write(2)`; any other record
+goes out at once, with whatever was waiting before it (the file's order is the chain's).
+Write-ahead records (`write_ahead`) are also made durable: a syncer thread fsyncs on behalf of
+every request waiting at that moment (group commit: concurrent requests share one fsync) and
+wakes each waiter on its own event loop. The same thread writes time-based checkpoints and
+closes rotated files.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import orjson
 from proxy import metrics
 from proxy.audit.chain import SCHEMA, Chain, Signer
 from proxy.audit.files import fsync_dir, last_record, rotated_name, siblings, trail_files
-from proxy.audit.logging import redact
+from proxy.audit.logging import plainly_clean, scrub
+from proxy.audit.record import AuditRecord
 from proxy.settings import AuditSettings
 
 _APPEND_SECONDS = metrics.AUDIT_WRITE_SECONDS.labels("append")
@@ -60,9 +65,12 @@ class AuditLog:
         self._chain = Chain()
         self._signer = (Signer.from_file(settings.checkpoint_key_file)
                         if settings.checkpoint_key_file else None)
-        self._since_checkpoint = 0
-        self._checkpoint_from = 1
+        self._checkpoint_seq = 0  # the last checkpoint's seq (records after it are unsigned)
         self._last_checkpoint = time.monotonic()
+        self._pending: list[bytes] = []  # sealed lines not yet written, in chain order
+        self._pending_bytes = 0
+        self._flush_scheduled = False
+        self._written = (0, self._chain.head, 0)  # seq, head, checkpoint seq on the file
         self._fd: int | None = None
         self._size = 0
         self._opened = time.monotonic()
@@ -76,6 +84,7 @@ class AuditLog:
             self._fd = self._open(settings.file)
         if settings.checkpoint_file is not None:
             self._checkpoint_fd = self._open(settings.checkpoint_file)
+        self._written = (self._chain.seq, self._chain.head, self._checkpoint_seq)
         self._thread = threading.Thread(target=self._sync_loop, name="audit-sync", daemon=True)
         self._thread.start()
         self.write({"schema": SCHEMA, "event": "start", "time": now_iso(), "pid": os.getpid(),
@@ -84,34 +93,33 @@ class AuditLog:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def write(self, record: dict[str, Any]) -> int | None:
-        """Append a record; never raises (a failure is counted). Returns its seq."""
+    def write(self, record: dict[str, Any], *, soon: bool = False) -> int | None:
+        """Append a record; never raises (a failure is counted). Returns its seq.
+
+        `soon`: the record may wait for the end of the event loop's turn and share one
+        `write(2)` with the turn's other records (an outcome record; DESIGN.md §2)."""
         try:
-            return self.append(record)
+            return self.append(record, soon=soon)
         except AuditUnavailable:
             return None
 
-    def append(self, record: dict[str, Any]) -> int:
-        """Append a record (flushed to the OS, not fsynced); AuditUnavailable if it cannot."""
+    def append(self, record: dict[str, Any], *, soon: bool = False) -> int:
+        """Append a record (written to the OS, not fsynced); AuditUnavailable if it cannot.
+
+        The record is sealed as it is: the caller hands over a dict it no longer uses."""
         if not self.enabled:
             return 0
-        event = dict(redact(None, "", dict(record)))
-        started = time.perf_counter()
         with self._lock:
             try:
                 self._maybe_rotate()
-                seq = self._put(event)
-                if self._signer is not None and (self._since_checkpoint
-                                                 >= self.settings.checkpoint_every):
+                seq = self._put(record)
+                if self._signer is not None and self._since_checkpoint() >= \
+                        self.settings.checkpoint_every:
                     self._checkpoint()
+                if not (soon and self._flush_later()):
+                    self._flush()
             except OSError as err:
-                self.failures += 1
-                self.healthy = False
-                self.last_error = f"{type(err).__name__}: {err.strerror or err}"
-                _APPEND_FAILURES.inc()
-                raise AuditUnavailable(self.last_error) from None
-        _APPEND_SECONDS.observe(time.perf_counter() - started)
-        self.healthy = True
+                raise AuditUnavailable(self._failed(err)) from None
         return seq
 
     async def write_ahead(self, record: dict[str, Any]) -> int:
@@ -137,22 +145,77 @@ class AuditLog:
                 "fsynced_records": self.fsynced_records}
 
     def _put(self, event: dict[str, Any], signer: Signer | None = None) -> int:
-        """Seal and write one record; the chain moves only if the whole line was written."""
+        """Seal a record into the chain and queue its line (the caller holds the lock)."""
         seq, head = self._chain.seq, self._chain.head
         line = self._chain.seal(event, signer)
+        # Key names of an AuditRecord were checked where it was built (audit/record.py).
+        if not plainly_clean(line, None if type(event) is AuditRecord else event):
+            # something credential-shaped: redact, seal again
+            self._chain.seq, self._chain.head = seq, head
+            event = {k: v for k, v in event.items() if k not in _SEALED}
+            scrub(event)  # in place
+            line = self._chain.seal(event, signer)
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        return self._chain.seq
+
+    def _since_checkpoint(self) -> int:
+        return self._chain.seq - self._checkpoint_seq
+
+    def _flush_later(self) -> bool:
+        """Write at the end of this event loop turn; False when not on an event loop."""
+        if not self._flush_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return False
+            loop.call_soon(self._flush_soon)
+            self._flush_scheduled = True
+        return True
+
+    def flush(self) -> None:
+        """Write what waits for the end of the loop's turn now (any thread; never raises)."""
+        with self._lock:
+            try:
+                self._flush()
+            except OSError as err:
+                self._failed(err)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+    def _flush(self) -> None:
+        """Write every pending line with one `write(2)` (the caller holds the lock). On a
+        failure the chain goes back to the last record on file: the lost lines never were."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        count = len(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        started = time.perf_counter()
         try:
             if self._fd is not None:
-                self._write_all(self._fd, line)
-                self._size += len(line)
+                self._write_all(self._fd, data)
+                self._size += len(data)
             if self.settings.stdout:
-                sys.stdout.write(line.decode())
+                sys.stdout.write(data.decode())
                 sys.stdout.flush()
         except OSError:
-            self._chain.seq, self._chain.head = seq, head
+            self._chain.seq, self._chain.head, self._checkpoint_seq = self._written
+            self.failures += count - 1  # _failed counts one
             raise
-        if signer is None:
-            self._since_checkpoint += 1
-        return self._chain.seq
+        self._written = (self._chain.seq, self._chain.head, self._checkpoint_seq)
+        _APPEND_SECONDS.observe(time.perf_counter() - started)
+        self.healthy = True
+
+    def _failed(self, err: OSError) -> str:
+        self.failures += 1
+        self.healthy = False
+        self.last_error = f"{type(err).__name__}: {err.strerror or err}"
+        _APPEND_FAILURES.inc()
+        return self.last_error
 
     def _write_all(self, fd: int, line: bytes) -> None:
         start = self._size
@@ -169,13 +232,12 @@ class AuditLog:
     def _checkpoint(self) -> None:
         assert self._signer is not None
         record = {"schema": SCHEMA, "event": "checkpoint", "time": now_iso(),
-                  "from_seq": self._checkpoint_from}
-        self._put(record, self._signer)
+                  "from_seq": self._checkpoint_seq + 1}
+        self._checkpoint_seq = self._put(record, self._signer)
+        self._flush()  # a checkpoint is written at once, with everything before it
         if self._checkpoint_fd is not None:  # the second sink: a copy of every checkpoint
             with contextlib.suppress(OSError):
                 os.write(self._checkpoint_fd, orjson_line(record))
-        self._since_checkpoint = 0
-        self._checkpoint_from = self._chain.seq + 1
         self._last_checkpoint = time.monotonic()
 
     # -- files ------------------------------------------------------------------------------
@@ -202,7 +264,7 @@ class AuditLog:
                 last, _ = last_record(rotated[-1])
         if last is not None and isinstance(last.get("seq"), int):
             self._chain = Chain(last["seq"], str(last.get("hash")))
-            self._checkpoint_from = last["seq"] + 1
+            self._checkpoint_seq = last["seq"]
         if live.is_file():
             self._size = live.stat().st_size
         return recovered
@@ -213,10 +275,11 @@ class AuditLog:
             return
         too_old = (self.settings.rotate_seconds > 0
                    and time.monotonic() - self._opened >= self.settings.rotate_seconds)
-        if self._size < self.settings.rotate_bytes and not too_old:
+        if self._size + self._pending_bytes < self.settings.rotate_bytes and not too_old:
             return
         if self._signer is not None:
             self._checkpoint()  # each rotated file ends signed
+        self._flush()
         live.rename(rotated_name(live))
         with self._sync_lock:
             self._retired.append(self._fd)
@@ -257,7 +320,7 @@ class AuditLog:
                 for loop, done in waiters:
                     with contextlib.suppress(RuntimeError):  # that loop is gone
                         loop.call_soon_threadsafe(_settle, done, error)
-            if (self._signer is not None and self._since_checkpoint
+            if (self._signer is not None and self._since_checkpoint()
                     and time.monotonic() - self._last_checkpoint
                     >= self.settings.checkpoint_seconds):
                 with self._lock, contextlib.suppress(OSError):
@@ -273,7 +336,9 @@ class AuditLog:
             self._thread.join(10)
             self._thread = None
         with self._lock:
-            if self._signer is not None and self._since_checkpoint and self.healthy:
+            with contextlib.suppress(OSError):
+                self._flush()
+            if self._signer is not None and self._since_checkpoint() and self.healthy:
                 with contextlib.suppress(OSError):
                     self._checkpoint()  # the tail is sealed on an orderly stop
             for fd in (self._fd, self._checkpoint_fd):
@@ -283,6 +348,9 @@ class AuditLog:
                     os.close(fd)
             self._fd = self._checkpoint_fd = None
             self.enabled = False
+
+
+_SEALED = ("seq", "prev", "hash", "key_id", "signature")  # what sealing adds
 
 
 def _settle(done: asyncio.Future[None], error: OSError | None) -> None:

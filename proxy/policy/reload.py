@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy import metrics
+from proxy import heap, metrics
 from proxy.policy.engine import PolicySnapshot, compile_policy
 from proxy.policy.model import PolicyError, load_policy
 
@@ -65,7 +65,8 @@ class PolicyStore:
             self._stamp = self._stamps()
             start = time.perf_counter()
             try:
-                snapshot = await asyncio.to_thread(self._build, self.current.generation + 1)
+                with heap.paused():
+                    snapshot = await asyncio.to_thread(self._build, self.current.generation + 1)
             except PolicyError as err:
                 self.failures += 1
                 self._failures.inc()
@@ -77,6 +78,7 @@ class PolicyStore:
                 self.last_error = None
                 return True  # touched but unchanged: keep the generation (and its caches)
             self.current = snapshot
+            heap.freeze_new()
             self.reloads += 1
             self._reloads.inc()
             self._generation.set(snapshot.generation)

@@ -88,14 +88,12 @@ def test_permission_matrix_and_denied_calls_never_reach_airflow(
         expected = {"GET": (200,), "PATCH": (200,), "DELETE": (404,)}[call.method] \
             if call.allowed else (403,)
         assert response.status_code in expected, (call, response.text)
-        record = [r for r in stack.audit_records()
-                  if r["request_id"] == response.headers["x-request-id"]]
-        assert len(record) == 1
-        assert record[0]["decision"] == ("allow" if call.allowed else "deny"), call
-        assert record[0]["action"] == call.action
+        record = stack.audit_record(response.headers["x-request-id"])
+        assert record["decision"] == ("allow" if call.allowed else "deny"), call
+        assert record["action"] == call.action
         if not call.allowed:
             assert response.headers["content-type"] == "application/problem+json"
-            assert record[0]["upstream_status"] is None
+            assert record["upstream_status"] is None
         done.append(Call(**{**call.__dict__, "probe": probe}))
 
     # Airflow's access log: every allowed probe arrives (bounded wait), no denied one ever.
@@ -123,8 +121,7 @@ def test_parsing_a_dag_file_again_is_deploy_on_every_dag_of_the_file(
             time.sleep(1)
         # A second request while one is pending is Airflow's 409: it got there too.
         assert response.status_code in ((201, 409) if allowed else (403,)), response.text
-        record = next(r for r in stack.audit_records()
-                      if r["request_id"] == response.headers["x-request-id"])
+        record = stack.audit_record(response.headers["x-request-id"])
         assert record["workflows"] == [dag]
         assert record["action"] == "deploy"
 

@@ -13,9 +13,7 @@ TRIGGER = {"logical_date": None}
 
 
 def _audit_for(stack: LocalStack, request_id: str) -> dict[str, object]:
-    matches = [r for r in stack.audit_records() if r["request_id"] == request_id]
-    assert len(matches) == 1, f"expected one audit record for {request_id}, got {matches}"
-    return matches[0]
+    return stack.audit_record(request_id)
 
 
 def _airflow_runs(stack: LocalStack, dag_id: str) -> list[dict[str, object]]:

@@ -46,8 +46,7 @@ def test_create_flow_run_from_a_deployment(
                           headers=bearer(tokens["alice"]))
     assert response.status_code == 201, response.text
     assert len(_flow_runs_of(stack, deployment_id)) == before + 1
-    record = next(r for r in stack.audit_records()
-                  if r["request_id"] == response.headers["x-request-id"])
+    record = stack.audit_record(response.headers["x-request-id"])
     assert record["workflows"] == ["team-a-etl/nightly"]
     assert record["decision"] == "allow"
 

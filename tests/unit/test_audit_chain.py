@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +275,118 @@ def test_the_checkpoint_key_never_enters_the_trail(tmp_path: Path, key: Path) ->
     pem = key.read_text()
     body = "".join(line for line in pem.splitlines() if "-----" not in line)
     assert body and body not in path.read_text()
+
+
+# -- outcome records: one write(2) for a loop turn's records ------------------------------------
+
+
+def count_writes(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[int]:
+    """Record the size of every os.write the trail makes (optionally failing them)."""
+    sizes: list[int] = []
+    real = os.write
+
+    def write(fd: int, data: Any) -> int:
+        sizes.append(len(data))
+        if fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    return sizes
+
+
+def test_a_loop_turns_outcome_records_share_one_write(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = AuditLog(settings(tmp_path))
+    path = tmp_path / "audit.jsonl"
+
+    async def turn() -> tuple[int, list[int]]:
+        sizes = count_writes(monkeypatch)
+        seqs = [audit.write(request(i), soon=True) for i in range(5)]
+        assert seqs == [2, 3, 4, 5, 6]  # sealed at once, in order
+        lines_before = len(read(path))  # not on file yet: the turn has not ended
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return lines_before, sizes
+    try:
+        lines_before, sizes = asyncio.run(turn())
+    finally:
+        audit.close()
+        monkeypatch.undo()
+
+    assert lines_before == 1  # the start record
+    assert len(sizes) == 1  # five records, one write(2)
+    assert [r.get("request_id") for r in read(path)][1:] == [f"r-{i}" for i in range(5)]
+    assert verify([path]).ok
+
+
+def test_a_record_written_at_once_takes_the_waiting_ones_first(tmp_path: Path) -> None:
+    audit = AuditLog(settings(tmp_path))
+    path = tmp_path / "audit.jsonl"
+
+    async def turn() -> list[str]:
+        audit.write(request(1), soon=True)
+        audit.write(request(2), soon=True)
+        await audit.write_ahead(request(3, "intent"))  # written and fsynced now
+        return [str(r.get("request_id")) for r in read(path)]
+    try:
+        on_file = asyncio.run(turn())
+    finally:
+        audit.close()
+
+    assert on_file[1:] == ["r-1", "r-2", "r-3"]  # the file's order is the chain's
+    assert verify([path]).ok
+
+
+def test_without_an_event_loop_a_record_is_written_at_once(tmp_path: Path) -> None:
+    audit = AuditLog(settings(tmp_path))
+    try:
+        audit.write(request(1), soon=True)
+        assert read(tmp_path / "audit.jsonl")[-1]["request_id"] == "r-1"
+    finally:
+        audit.close()
+
+
+def test_a_turn_that_cannot_be_written_is_counted_and_the_chain_stays_whole(
+        tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = AuditLog(settings(tmp_path, key))
+    path = tmp_path / "audit.jsonl"
+
+    async def turns() -> None:
+        audit.write(request(1), soon=True)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        count_writes(monkeypatch, fail=True)  # the disk fills up …
+        audit.write(request(2), soon=True)
+        audit.write(request(3), soon=True)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        monkeypatch.undo()  # … and has room again
+        assert not audit.healthy and audit.failures == 2
+        audit.write(request(4), soon=True)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert audit.healthy
+    try:
+        asyncio.run(turns())
+    finally:
+        audit.close()
+
+    records = read(path)
+    assert [r.get("request_id") for r in records if r["event"] == "request"] == ["r-1", "r-4"]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))  # no gap
+    report = check(path, key)
+    assert report.ok, report
+
+
+def test_records_waiting_at_close_are_written(tmp_path: Path, key: Path) -> None:
+    audit = AuditLog(settings(tmp_path, key))
+
+    async def turn() -> None:
+        audit.write(request(1), soon=True)
+        audit.close()  # before the turn ends: the record is not left behind
+        await asyncio.sleep(0)  # the scheduled write finds nothing to do
+    asyncio.run(turn())
+
+    records = read(tmp_path / "audit.jsonl")
+    assert [r["event"] for r in records] == ["start", "request", "checkpoint"]
+    assert check(tmp_path / "audit.jsonl", key).ok

@@ -1,0 +1,63 @@
+"""CPython's garbage collector, set for a server that holds a large heap and answers fast.
+
+A started orchgate holds about 90,000 long-lived objects (the compiled policy, the catalogs,
+the libraries); a request makes a few hundred short-lived ones that reference counting frees.
+With the default thresholds the collector ran every 700 allocations and its older
+generations walked the whole heap again and again: 10–14 µs of every request, and pauses
+that set the p99 at 16 connections (docs/performance.md). So, in `orchgate serve` only:
+
+- `tune()`: young collections every 10,000 allocations instead of 700;
+- `settle()`, once started: collect, then move everything alive into the permanent
+  generation (`gc.freeze`), which no collection walks again;
+- a policy reload builds its snapshot with collections `paused()` (every object it makes
+  stays alive) and `freeze_new()` freezes the new snapshot once it is swapped in. The old
+  snapshot holds no reference cycles: reference counting frees it (a frozen object is still
+  freed when its count drops to zero; tests/unit/test_heap.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+YOUNG_THRESHOLD = 10_000
+_tuned = False
+_pauses = 0
+
+
+def tune() -> None:
+    global _tuned
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, max(middle, 20), max(old, 100))
+    _tuned = True
+
+
+def settle() -> None:
+    """After start-up: what is alive now lives as long as the process (or the policy)."""
+    if _tuned:
+        gc.collect()
+        gc.freeze()
+
+
+def freeze_new() -> None:
+    """After a policy swap: freeze the new snapshot (no collection: no pause)."""
+    if _tuned:
+        gc.freeze()
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """No collections while a snapshot is built (nested uses count)."""
+    global _pauses
+    if not _tuned:
+        yield
+        return
+    _pauses += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _pauses -= 1
+        if _pauses == 0:
+            gc.enable()
