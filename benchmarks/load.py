@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import json
 import os
 import subprocess
@@ -138,7 +139,8 @@ class _Connection(asyncio.Protocol):
 
 
 class _ConstantRate:
-    def __init__(self, request: bytes, rate: float, seconds: float) -> None:
+    def __init__(self, request: bytes, rate: float, seconds: float,
+                 timeline: list[tuple[float, float]] | None) -> None:
         self.request = request
         self.interval = round(1e9 / rate)
         self.total = round(rate * seconds)
@@ -147,6 +149,7 @@ class _ConstantRate:
         self.idle: list[_Connection] = []
         self.waiting: deque[int] = deque()  # due times of requests no connection was free for
         self.latencies: list[float] = []  # ms from the due time to the last byte
+        self.timeline = timeline  # (due time, time.monotonic() seconds; latency ms), if asked
         self.errors = self.non_2xx = 0
         self.finished = asyncio.get_running_loop().create_future()
 
@@ -165,7 +168,10 @@ class _ConstantRate:
                 self.waiting.append(due)
 
     def answered(self, conn: _Connection, status: int) -> None:
-        self.latencies.append((time.monotonic_ns() - conn.due) / 1e6)
+        latency = (time.monotonic_ns() - conn.due) / 1e6
+        self.latencies.append(latency)
+        if self.timeline is not None:
+            self.timeline.append((conn.due / 1e9, latency))
         if not 200 <= status < 300:
             self.non_2xx += 1
         self.release(conn)
@@ -191,14 +197,15 @@ class _ConstantRate:
 
 
 async def _constant_rate(url: str, token: str, rate: float, seconds: float,
-                         connections: int) -> Latencies:
+                         connections: int, timeline: list[tuple[float, float]] | None,
+                         ) -> Latencies:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     request = (f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                f"Authorization: Bearer {token}\r\n\r\n").encode()
     loop = asyncio.get_running_loop()
-    generator = _ConstantRate(request, rate, seconds)
+    generator = _ConstantRate(request, rate, seconds, timeline)
     opened = [await loop.create_connection(lambda: _Connection(generator), host, port)
               for _ in range(connections)]
     generator.idle = [conn for _, conn in opened]
@@ -223,8 +230,19 @@ async def _constant_rate(url: str, token: str, rate: float, seconds: float,
 
 
 def constant_rate(url: str, token: str, rate: float, seconds: float,
-                  connections: int = 64) -> Latencies:
+                  connections: int = 64,
+                  timeline: list[tuple[float, float]] | None = None) -> Latencies:
     """`rate` GET requests per second for `seconds`, over up to `connections` connections;
-    a request due while every connection is busy waits, and its wait counts."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_constant_rate(url, token, rate, seconds, connections))
+    a request due while every connection is busy waits, and its wait counts. `timeline`, if
+    given, gets each answered request's due time (`time.monotonic()`) and latency (ms).
+
+    The generator's own collector is off during the run: its collections of the growing
+    result lists stalled the generator for milliseconds, and each stall counted as latency
+    of every request due during it, whichever server was measured."""
+    gc.collect()
+    gc.disable()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_constant_rate(url, token, rate, seconds, connections, timeline))
+    finally:
+        gc.enable()

@@ -9,6 +9,8 @@ see benchmarks/stack.py. Then, round after round, each target in turn:
   at 16 and 64 also 2 workers vs 2 threads; at 16 also audit off, and policy reloads
   every 0.5 s during the run;
 - a constant offered rate (open loop): latencies from each request's due time;
+- one policy reload at the constant rate: the latency of the requests due during it against
+  the same stretch of a run without one (benchmarks/reload.py);
 - a 1,000-item list filtered by orchgate vs the same list read directly, at 1 connection;
 - a Prefect event stream relayed over a websocket: frames/s and round-trip latency.
 
@@ -38,6 +40,7 @@ from urllib.parse import urlsplit
 from benchmarks import report
 from benchmarks.load import Latencies, constant_rate, wrk
 from benchmarks.relay import relay
+from benchmarks.reload import reload_round
 from benchmarks.stack import ITEM_PATH, LIST_ITEMS, LIST_PATH, ROOT, SOCKET_PATH, Stack
 
 T = TypeVar("T")
@@ -162,6 +165,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rate", type=float, default=2000, help="constant offered rate")
     parser.add_argument("--rate-seconds", type=float, default=6)
+    parser.add_argument("--reloads", type=int, default=2,
+                        help="policy reloads measured per round (at the constant rate)")
     parser.add_argument("--policy-rows", type=int, default=10000,
                         help="synthetic permission rows added to the example policy")
     parser.add_argument("--no-docs", action="store_true",
@@ -189,7 +194,7 @@ def main() -> int:
         "date": date, "command": "make bench", "machine": machine,
         "settings": {"seconds": args.seconds, "rounds": args.rounds,
                      "connections": args.connections, "rate": args.rate,
-                     "rate_seconds": args.rate_seconds,
+                     "rate_seconds": args.rate_seconds, "reloads": args.reloads,
                      "policy_rows": args.policy_rows + 9},
         "elapsed_seconds": round(time.monotonic() - began, 1),
         **results,
@@ -227,10 +232,11 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     rate: dict[str, list[report.Run]] = {}
     listing: dict[str, list[report.Run]] = {}
     socket: dict[str, list[report.Run]] = {}
+    reloads: list[dict[str, float]] = []
     for round_ in range(1, args.rounds + 1):
         for c, target in plan:
             url = stack.url(server_of(target), ITEM_PATH)
-            with Reloading(stack.root / "policy.csv", enabled=target == "orchgate_reloading"):
+            with Reloading(stack.policy("orchgate"), enabled=target == "orchgate_reloading"):
                 lat, usage = measured(stack, target, partial(wrk, url, stack.token, c,
                                                              args.seconds))
             run = latency_run(lat, usage)
@@ -245,6 +251,14 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             rate.setdefault(target, []).append(run)
             progress(f"round {round_} {args.rate:g}/s {target:<15} p50 {run['p50_ms']:.3f}  "
                      f"p99 {run['p99_ms']:.2f}  p99.9 {run['p999_ms']:.2f} ms")
+        for _ in range(args.reloads):
+            one = reload_round(stack.url("orchgate", ITEM_PATH), stack.token,
+                               stack.policy("orchgate"), stack.root / "orchgate.log", args.rate,
+                               RELOAD_RUN_SECONDS, RELOAD_AT_SECONDS)
+            reloads.append(one)
+            progress(f"round {round_} reload at {args.rate:g}/s: p99 during "
+                     f"{one['reload_p99_ms']:.2f} ms, without {one['steady_p99_ms']:.2f} ms "
+                     f"({one['window_seconds']:.2f} s window)")
         for target, url in list_targets.items():
             lat, usage = measured(stack, target, partial(wrk, url, stack.token, 1,
                                                          args.seconds))
@@ -261,9 +275,11 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             socket.setdefault(target, []).append(run)
             progress(f"round {round_} socket {target:<13} {run['frames_per_second']:,.0f} "
                      f"frames/s  round trip p50 {run['p50_ms']:.3f} ms")
-    return summarize(closed, rate, listing, socket, args)
+    return summarize(closed, rate, listing, socket, reloads, args)
 
 
+RELOAD_RUN_SECONDS = 8.0
+RELOAD_AT_SECONDS = 3.0
 RATIO_PAIRS = (("orchgate", "direct"), ("orchgate", "haproxy"), ("haproxy", "direct"),
                ("orchgate_2w", "haproxy_2t"), ("orchgate_2w", "orchgate"),
                ("haproxy_2t", "haproxy"), ("orchgate", "orchgate_audit_off"),
@@ -279,7 +295,7 @@ def paired(runs: list[report.Run], others: list[report.Run], key: str,
 
 def summarize(closed: Runs, rate: dict[str, list[report.Run]],
               listing: dict[str, list[report.Run]], socket: dict[str, list[report.Run]],
-              args: argparse.Namespace) -> dict[str, Any]:
+              reloads: list[dict[str, float]], args: argparse.Namespace) -> dict[str, Any]:
     median = {level: {name: report.median_run(runs) for name, runs in targets.items()}
               for level, targets in closed.items()}
     # Ratios and differences are taken within a round, then the median over the rounds: the
@@ -312,6 +328,22 @@ def summarize(closed: Runs, rate: dict[str, list[report.Run]],
         },
         "socket": {"runs": socket,
                    "median": {name: report.median_run(runs) for name, runs in socket.items()}},
+        "reload": summarize_reloads(reloads, args.rate),
+    }
+
+
+def summarize_reloads(runs: list[dict[str, float]], rate: float) -> dict[str, Any]:
+    """Medians over the reloads, and the yardstick: how far the windows without a reload
+    already differ from one another (their p99's spread over the rounds)."""
+    if not runs:
+        return {}
+    steady = [r["steady_p99_ms"] for r in runs]
+    return {
+        "rate": rate, "run_seconds": RELOAD_RUN_SECONDS, "runs": runs,
+        "median": {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]},
+        "added_p99_ms": round(statistics.median(r["reload_p99_ms"] - r["steady_p99_ms"]
+                                                for r in runs), 3),
+        "steady_p99_spread_ms": round(max(steady) - min(steady), 3),
     }
 
 

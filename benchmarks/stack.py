@@ -117,6 +117,9 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw.rpartition(")")[2].split()
 
 
+ORCHGATES = ("orchgate", "orchgate_2w", "orchgate_audit_off")
+
+
 @dataclass(slots=True)
 class Stack:
     """Files, ports and processes of one benchmark run, under a temporary directory."""
@@ -137,6 +140,11 @@ class Stack:
     @property
     def issuer(self) -> str:
         return f"http://127.0.0.1:{self.ports['nginx']}"
+
+    def policy(self, orchgate: str) -> Path:
+        """Each orchgate has its own policy file: editing one reloads only that one (on 2
+        cores, the others' rebuilds would be counted against it)."""
+        return self.root / f"{orchgate}-policy.csv"
 
     def url(self, server: str, path: str) -> str:
         prefix = "/airflow" if server.startswith("orchgate") else ""
@@ -165,11 +173,12 @@ class Stack:
         (root / "haproxy-2t.cfg").write_text(haproxy_conf(root, self, threads=2))
         (root / "airflow-secret").write_text(secrets.token_urlsafe(48))
         (root / "prefect-auth").write_text(self.prefect_auth)
-        (root / "policy.csv").write_text((ROOT / "policies/policy.csv").read_text()
-                                         + synthetic_rows(self.policy_rows))
+        policy = (ROOT / "policies/policy.csv").read_text() + synthetic_rows(self.policy_rows)
+        for name in ORCHGATES:
+            self.policy(name).write_text(policy)
         subprocess.run([str(ROOT / ".venv/bin/orchgate"), "audit", "keygen",
                         str(root / "checkpoint.key")], check=True, stdout=subprocess.DEVNULL)
-        for name in ("orchgate", "orchgate_2w", "orchgate_audit_off"):
+        for name in ORCHGATES:
             (root / f"{name}.yaml").write_text(orchgate_conf(self, name))
         now = int(time.time())
         claims = {"iss": self.issuer, "aud": "orchgate", "sub": "alice",
@@ -341,6 +350,6 @@ upstreams:
   prefect:
     url: http://127.0.0.1:{stack.ports["prefect"]}
     credential: {{auth_string_file: prefect-auth}}
-policy: {{model: {ROOT}/policies/model.conf, files: [policy.csv]}}
+policy: {{model: {ROOT}/policies/model.conf, files: [{stack.policy(name).name}]}}
 {audit}
 """

@@ -9,10 +9,12 @@ that set the p99 at 16 connections (docs/performance.md). So, in `orchgate serve
 - `tune()`: young collections every 10,000 allocations instead of 700;
 - `settle()`, once started: collect, then move everything alive into the permanent
   generation (`gc.freeze`), which no collection walks again;
-- a policy reload builds its snapshot with collections `paused()` (every object it makes
-  stays alive) and `freeze_new()` freezes the new snapshot once it is swapped in. The old
-  snapshot holds no reference cycles: reference counting frees it (a frozen object is still
-  freed when its count drops to zero; tests/unit/test_heap.py).
+- a policy reload builds its snapshot while `building()`: no collections meanwhile (every
+  object it makes stays alive), and the new snapshot frozen before they resume — the first
+  collection after a build used to walk all of it, a 4 ms stall of the event loop at 2,000
+  requests/s (benchmarks/reload.py). The old snapshot holds no reference cycles: reference
+  counting frees it (a frozen object is still freed when its count drops to zero;
+  tests/unit/test_heap.py).
 """
 
 from __future__ import annotations
@@ -40,15 +42,10 @@ def settle() -> None:
         gc.freeze()
 
 
-def freeze_new() -> None:
-    """After a policy swap: freeze the new snapshot (no collection: no pause)."""
-    if _tuned:
-        gc.freeze()
-
-
 @contextlib.contextmanager
-def paused() -> Iterator[None]:
-    """No collections while a snapshot is built (nested uses count)."""
+def building() -> Iterator[None]:
+    """No collections while a snapshot is built; what was built is frozen before they resume
+    (nested uses count: the last one out freezes)."""
     global _pauses
     if not _tuned:
         yield
@@ -60,4 +57,5 @@ def paused() -> Iterator[None]:
     finally:
         _pauses -= 1
         if _pauses == 0:
+            gc.freeze()
             gc.enable()

@@ -22,6 +22,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.catalog.operation import Action
 from proxy.policy.model import YIELD_EVERY, Ownership, PolicySource, Rule, yield_gil
@@ -79,6 +80,13 @@ class _Ownership:
         return rows
 
 
+def _drain(container: dict[Any, Any]) -> None:
+    while container:
+        for _ in range(min(len(container), YIELD_EVERY)):
+            container.popitem()
+        yield_gil()
+
+
 @dataclass(slots=True)
 class PolicySnapshot:
     """One immutable generation of the policy, compiled; swapped whole on reload."""
@@ -114,6 +122,25 @@ class PolicySnapshot:
     @property
     def digest(self) -> str:
         return self.source.digest
+
+    def dismantle(self) -> None:
+        """Free a retired snapshot a piece at a time, yielding the GIL between pieces. Only
+        once nothing else holds it (PolicyStore calls it from a worker thread): dropped whole,
+        its last reference frees every rule and index entry in one uninterruptible cascade,
+        a 3–4 ms stall of the event loop for 10,000 rules under load (benchmarks/reload.py).
+        """
+        for cache in (self._cache, self._subject_cache, self._owners):
+            _drain(cache)
+        for by_object in self._index.values():
+            _drain(by_object)
+        _drain(self._index)
+        _drain(self._ownership.exact)
+        rows: list[object] = [*self.source.rules, *self.source.memberships,
+                              *self.source.ownerships]
+        self.source = PolicySource((), (), (), self.source.digest)
+        while rows:
+            del rows[-YIELD_EVERY:]
+            yield_gil()
 
     # -- ownership --------------------------------------------------------------------------
 

@@ -22,14 +22,14 @@ SYSTEMS = ("airflow", "prefect", "*")
 EFFECTS = ("allow", "deny")
 PRINCIPAL_PREFIXES = ("user:", "group:", "sa:", "role:")
 _ARITY = {"p": 5, "g": 2, "g2": 3}
-YIELD_EVERY = 200  # rows between yields of the GIL (about a millisecond of work)
+YIELD_EVERY = 100  # rows between yields of the GIL
 
 
 def yield_gil() -> None:
     """Let other threads run. A reload builds its snapshot in a worker thread, and a Python
     thread keeps the GIL for up to 5 ms at a time (sys.getswitchinterval): yielding often
     keeps the event loop's requests from waiting behind a large policy's compile."""
-    time.sleep(0)
+    time.sleep(0.0002)
 
 
 class PolicyError(Exception):
@@ -96,15 +96,13 @@ def load_policy(model: Path, files: tuple[Path, ...] | list[Path]) -> PolicySour
             problems.append(f"{path}: cannot read: {exc.strerror}")
             continue
         digest.update(b"\0" + str(path).encode() + b"\0" + text.encode())
-        for count, (lineno, fields) in enumerate(_rows(text)):
+        for count, (lineno, (kind, values, row_problems)) in enumerate(_rows(text)):
             if count % YIELD_EVERY == 0:
                 yield_gil()
             where = f"{path}:{lineno}"
-            row_problems = _check_row(fields)
             if row_problems:
                 problems.extend(f"{where}: {p}" for p in row_problems)
                 continue
-            kind, *values = fields
             if kind == "p":
                 rules.append(Rule(values[0], values[1], values[2], Action.parse(values[3]),
                                   values[4], where))
@@ -117,7 +115,14 @@ def load_policy(model: Path, files: tuple[Path, ...] | list[Path]) -> PolicySour
     return PolicySource(tuple(rules), tuple(memberships), tuple(ownerships), digest.hexdigest())
 
 
-def _rows(text: str) -> list[tuple[int, list[str]]]:
+# A row's text → (kind, values, problems). Rows are parsed and checked once: a reload after
+# an edit parses only the rows that changed (a third of a 10,000-row build's time otherwise).
+Parsed = tuple[str, list[str], list[str]]
+_PARSED: dict[str, Parsed] = {}
+_PARSED_LIMIT = 200_000
+
+
+def _rows(text: str) -> list[tuple[int, Parsed]]:
     out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if lineno % YIELD_EVERY == 0:
@@ -125,8 +130,14 @@ def _rows(text: str) -> list[tuple[int, list[str]]]:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        fields = next(csv.reader([stripped], skipinitialspace=True))
-        out.append((lineno, [f.strip() for f in fields]))
+        parsed = _PARSED.get(stripped)
+        if parsed is None:
+            fields = [f.strip() for f in next(csv.reader([stripped], skipinitialspace=True))]
+            parsed = (fields[0], fields[1:], _check_row(fields))
+            if len(_PARSED) >= _PARSED_LIMIT:
+                _PARSED.clear()
+            _PARSED[stripped] = parsed
+        out.append((lineno, parsed))
     return out
 
 

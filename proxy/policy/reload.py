@@ -11,6 +11,7 @@ on large group sets, and SyncedEnforcer's auto-reload swallows errors (DESIGN.md
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,18 @@ from proxy.policy.model import PolicyError, load_policy
 WATCH_INTERVAL_SECONDS = 1.0
 SETTLE_SECONDS = 0.2  # a change counts once the files have looked the same for this long
 SETTLE_ROUNDS = 25  # … or after 5 s of constant change, whatever the files look like then
+
+
+async def _retire(snapshot: PolicySnapshot) -> None:
+    """Free a snapshot nobody decides with any more off the event loop, a piece at a time
+    (PolicySnapshot.dismantle). One still held elsewhere (a request between two steps) is
+    left to its last reference."""
+    if sys.getrefcount(snapshot) <= _OWN_REFERENCES:
+        await asyncio.to_thread(snapshot.dismantle)
+
+
+# getrefcount's own argument, the caller's variable and this function's parameter
+_OWN_REFERENCES = 3
 
 
 class PolicyStore:
@@ -65,8 +78,13 @@ class PolicyStore:
             self._stamp = self._stamps()
             start = time.perf_counter()
             try:
-                with heap.paused():
-                    snapshot = await asyncio.to_thread(self._build, self.current.generation + 1)
+                # Handed back in a list, not as the thread's result: a finished future lingers
+                # until a collection, and the snapshot in it could not be retired piecemeal.
+                built: list[PolicySnapshot] = []
+                generation = self.current.generation + 1
+                with heap.building():
+                    await asyncio.to_thread(lambda: built.append(self._build(generation)))
+                snapshot = built.pop()
             except PolicyError as err:
                 self.failures += 1
                 self._failures.inc()
@@ -76,9 +94,9 @@ class PolicyStore:
                 return False
             if snapshot.digest == self.current.digest:
                 self.last_error = None
+                await _retire(snapshot)
                 return True  # touched but unchanged: keep the generation (and its caches)
-            self.current = snapshot
-            heap.freeze_new()
+            retired, self.current = self.current, snapshot
             self.reloads += 1
             self._reloads.inc()
             self._generation.set(snapshot.generation)
@@ -87,6 +105,7 @@ class PolicyStore:
             self._log.info("policy_reloaded", policy=self.name, generation=snapshot.generation,
                            digest=snapshot.digest, rules=len(snapshot.source.rules),
                            seconds=round(time.perf_counter() - start, 3))
+            await _retire(retired)
             return True
 
     async def watch(self, interval: float = WATCH_INTERVAL_SECONDS) -> None:

@@ -33,8 +33,7 @@ def tuned() -> Iterator[None]:
 def test_nothing_changes_unless_tuned() -> None:
     thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
     heap.settle()
-    heap.freeze_new()
-    with heap.paused():
+    with heap.building():
         assert gc.isenabled()
     assert gc.get_threshold() == thresholds and gc.get_freeze_count() == frozen
 
@@ -48,12 +47,16 @@ def test_settle_freezes_what_is_alive() -> None:
 
 
 @pytest.mark.usefixtures("tuned")
-def test_paused_nests() -> None:
-    with heap.paused():
-        with heap.paused():
+def test_building_nests_and_freezes_what_was_built_before_collections_resume() -> None:
+    with heap.building():
+        with heap.building():
             assert not gc.isenabled()
         assert not gc.isenabled()
+        built = [[i] for i in range(10_000)]  # young, tracked
+        assert gc.get_count()[0] >= 10_000
     assert gc.isenabled()
+    assert gc.get_count()[0] < 100  # frozen: no collection will walk them
+    del built
 
 
 @pytest.mark.usefixtures("tuned")
