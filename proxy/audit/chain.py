@@ -26,8 +26,10 @@ SCHEMA = "orchgate.audit/1"
 
 
 def canonical(record: Mapping[str, Any], leave_out: tuple[str, ...] = ("hash",)) -> bytes:
-    if any(k in record for k in leave_out):
-        record = {k: v for k, v in record.items() if k not in leave_out}
+    for key in leave_out:
+        if key in record:
+            record = {k: v for k, v in record.items() if k not in leave_out}
+            break
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str)
 
 

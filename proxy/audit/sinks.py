@@ -273,9 +273,9 @@ class AuditLog:
         live = self.settings.file
         if self._fd is None or live is None or self._size == 0:
             return
-        too_old = (self.settings.rotate_seconds > 0
-                   and time.monotonic() - self._opened >= self.settings.rotate_seconds)
-        if self._size + self._pending_bytes < self.settings.rotate_bytes and not too_old:
+        if (self._size + self._pending_bytes < self.settings.rotate_bytes
+                and (self.settings.rotate_seconds <= 0
+                     or time.monotonic() - self._opened < self.settings.rotate_seconds)):
             return
         if self._signer is not None:
             self._checkpoint()  # each rotated file ends signed
