@@ -102,7 +102,8 @@ class Pipeline:
             if (not audited and message["type"] == "http.response.body"
                     and not message.get("more_body", False)):
                 audited = True
-                self.audit.write(record(ctx), soon=True)
+                if self.audit.enabled:  # with the trail off, no record is built at all
+                    self.audit.write(record(ctx), soon=True)
             await send(message)
 
         self.in_flight += 1
@@ -111,7 +112,7 @@ class Pipeline:
         except Reject as reject:
             await self._reject(ctx, reject, send_audited)
         finally:
-            if not audited:  # a cut stream or a caller gone: recorded all the same
+            if not audited and self.audit.enabled:  # a cut stream, a caller gone: recorded
                 self.audit.write(record(ctx))
             metrics.observe_request(ctx)
             self.in_flight -= 1
@@ -198,7 +199,8 @@ class Pipeline:
                 await send({"type": "websocket.close", "code": websocket.POLICY_VIOLATION,
                             "reason": f"{reject.title}: {reject.detail}"[:120]})
         finally:
-            self.audit.write(record(ctx))
+            if self.audit.enabled:
+                self.audit.write(record(ctx))
             metrics.observe_request(ctx)
             self.in_flight -= 1
 

@@ -22,6 +22,8 @@ async def write_ahead(audit: AuditLog, ctx: RequestContext) -> None:
         if audit.refuses_reads():
             raise unavailable()
         return
+    if not audit.enabled:
+        return
     try:
         ctx.intent_seq = await audit.write_ahead(record(ctx, "intent")) or None
     except AuditUnavailable:
