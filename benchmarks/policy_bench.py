@@ -4,10 +4,11 @@ Synthetic populations: 1,000 users, 200 groups, 2,000 Airflow workflows owned by
 (glob and exact ownership rows), 100 roles held by groups, and 100 / 1,000 / 10,000
 permission rows. Requests: a user with 1–3 groups, a workflow, an action.
 
-Reports per size: compile time (the first build: every row parsed), reload time (a build after
-an edit: rows already seen are not parsed again), decision latency median / p99 uncached (every cache
-emptied before each call) and cached, casbin's enforce_ex latency on the same requests (one
-call per principal, as orchgate decides), agreement between the two, and RSS.
+Reports per size: compile time (the first build: every row parsed), reload time (a build
+after an edit: rows already seen are not parsed again), decision latency median / p99
+uncached (every cache emptied before each call) and cached, casbin's enforce_ex latency on
+the same requests (one call per principal, as orchgate decides), agreement between the two,
+and RSS.
 `make bench-policy`; results in benchmarks/results/<UTC date>-policy.json.
 """
 
@@ -35,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from proxy.catalog.operation import Action  # noqa: E402
 from proxy.policy import compile_policy, load_policy  # noqa: E402
-from proxy.policy.model import _PARSED as parsed_rows  # noqa: E402
 from proxy.policy.engine import PolicySnapshot  # noqa: E402
+from proxy.policy.model import _PARSED as parsed_rows  # noqa: E402
 
 ACTIONS = ("read", "run", "deploy", "admin")
 LADDER = "g3, admin, deploy\ng3, deploy, run\ng3, run, read\n" + "".join(

@@ -286,9 +286,10 @@ def markdown(report: Mapping[str, Any], results_file: str) -> str:
             f"{med['reload_max_ms']:.2f} | {med['reload_run_p99_ms']:.2f} |",
             f"| without | | | {med['steady_p50_ms']:.3f} | {med['steady_p99_ms']:.2f} | "
             f"{med['steady_max_ms']:.2f} | {med['steady_run_p99_ms']:.2f} |", "",
-            f"Paired p99 difference (with − without), median: {reload['added_p99_ms']:.2f} ms; "
-            f"p99 without a reload ranged over {reload['steady_p99_spread_ms']:.2f} ms across "
-            "the runs.", ""]
+            textwrap.fill(
+                f"Paired p99 difference (with − without), median: {reload['added_p99_ms']:.2f} "
+                f"ms; p99 without a reload ranged over {reload['steady_p99_spread_ms']:.2f} ms "
+                "across the runs.", 95), ""]
     out += ["| target | this run | goal | |", "|---|---:|---|---|",
             *(f"| {t['target']} | {t['figure']} | {t['goal']} | "
               f"{'met' if t['met'] else 'missed'} |" for t in report["targets"]), ""]
