@@ -12,9 +12,11 @@ that set the p99 at 16 connections (docs/performance.md). So, in `orchgate serve
 - a policy reload builds its snapshot while `building()`: no collections meanwhile (every
   object it makes stays alive), and the new snapshot frozen before they resume — the first
   collection after a build used to walk all of it, a 4 ms stall of the event loop at 2,000
-  requests/s (benchmarks/reload.py). The old snapshot holds no reference cycles: reference
-  counting frees it (a frozen object is still freed when its count drops to zero;
-  tests/unit/test_heap.py).
+  requests/s (benchmarks/reload.py). A frozen object is still freed when its reference count
+  drops to zero, and a snapshot holds no reference cycles: the retired one is taken apart in a
+  worker thread (PolicySnapshot.dismantle) or freed by its last reference
+  (tests/unit/test_heap.py, tests/unit/test_policy_retire.py). What else is young when a build
+  ends is frozen with it: a request's garbage cycles made in those milliseconds stay.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class AuditLog:
         """Append a record; never raises (a failure is counted). Returns its seq.
 
         `soon`: the record may wait for the end of the event loop's turn and share one
-        `write(2)` with the turn's other records (an outcome record; DESIGN.md §2)."""
+        `write(2)` with the turn's other records (an outcome record; docs/audit.md)."""
         try:
             return self.append(record, soon=soon)
         except AuditUnavailable:
