@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,32 @@ from proxy.errors import Reject
 from proxy.identity import Principal
 from proxy.policy import Decision
 from proxy.settings import UpstreamSettings
+
+_IDS_AT_ONCE = 256
+_pool = b""
+_taken = 0
+
+
+def request_id() -> str:
+    """A random (version 4) UUID, as `str(uuid.uuid4())` gives, from random bytes fetched 256
+    ids at a time: uuid4 makes a system call for every request (1.9 vs 0.5 µs here)."""
+    global _pool, _taken
+    if _taken >= len(_pool):
+        _pool, _taken = os.urandom(16 * _IDS_AT_ONCE), 0
+    raw = bytearray(_pool[_taken:_taken + 16])
+    _taken += 16
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _forget_pool() -> None:  # a forked child must not hand out its parent's ids
+    global _pool, _taken
+    _pool, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 @dataclass(slots=True)

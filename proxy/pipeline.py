@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,7 +40,7 @@ from proxy.body import (
     too_large,
 )
 from proxy.catalog.operation import Catalog, Operation, Scope
-from proxy.context import RequestContext
+from proxy.context import RequestContext, request_id
 from proxy.credentials import Credentials
 from proxy.edge import (
     canonical_path,
@@ -317,7 +316,7 @@ def new_context(scope: Scope_) -> RequestContext:
     headers: Headers = scope["headers"]
     client = scope.get("client")
     return RequestContext(
-        request_id=str(uuid.uuid4()),
+        request_id=request_id(),
         method=scope.get("method", "WEBSOCKET"),
         path=scope["path"],
         query=scope.get("query_string", b""),
