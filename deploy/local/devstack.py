@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from procs import Proc, Stack, free_port, wait_http
 from upstreams import (
@@ -70,7 +71,7 @@ class LocalStack:
         """Each request's audit record (not the write-ahead intents, checkpoints, starts)."""
         return [r for r in self.audit_trail() if r.get("event") == "request"]
 
-    def audit_record(self, request_id: str, timeout: float = 5.0) -> dict[str, object]:
+    def audit_record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The audit record of one request. It reaches the file at the end of the event
         loop's turn that sent the answer (proxy/audit/sinks.py): a moment after the caller
         may have it, so it is waited for (bounded)."""

@@ -64,17 +64,6 @@ def audit(stack: LocalStack) -> list[dict[str, Any]]:
     raise AssertionError("the audit file kept ending in a partial line")
 
 
-def record_of(stack: LocalStack, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        found = [r for r in audit(stack) if r.get("request_id") == request_id]
-        if found:
-            assert len(found) == 1
-            return found[0]
-        assert time.monotonic() < deadline, f"no audit record for {request_id}"
-        time.sleep(0.05)
-
-
 def forge_none(token: str) -> str:
     _, claims, _ = token.split(".")
     none = base64.urlsafe_b64encode(b'{"alg":"none","typ":"at+jwt"}').rstrip(b"=").decode()
@@ -117,7 +106,7 @@ def test_hostile_request_against_the_real_stack(stack: LocalStack, tokens: dict[
     build, expected = REAL_CASES[name]
     status, headers, body = exchange(stack, build(tokens))
     assert status == expected, body[:300]
-    record = record_of(stack, headers["x-request-id"])
+    record = stack.audit_record(headers["x-request-id"], timeout=10)
     assert (record["status"], record["upstream_status"]) == (expected, None)  # never forwarded
     text = json.dumps(record) + body.decode("latin-1")
     assert not any(token in text for token in tokens.values())
@@ -173,7 +162,7 @@ def test_schema_driven_probe_through_orchgate(stack: LocalStack, tokens: dict[st
     assert len(sent) >= 100
     records: dict[str, dict[str, Any]] = {str(r["request_id"]): r for r in audit(stack)}
     for request_id, authed, status in sent:
-        record = records.get(request_id) or record_of(stack, request_id)
+        record = records.get(request_id) or stack.audit_record(request_id, timeout=10)
         assert record["status"] == status
         forwarded = record["upstream_status"] is not None
         # orchgate itself never answers 5xx: any 5xx is the upstream's own answer.
