@@ -17,6 +17,7 @@ import orjson
 from proxy.audit.chain import SCHEMA
 from proxy.audit.logging import scrub
 from proxy.context import RequestContext
+from proxy.identity import Principal
 
 # Operations that create something whose id the auditor wants: the id fields of the response.
 CREATED: dict[str, tuple[str, ...]] = {
@@ -49,56 +50,107 @@ def _now() -> str:
 class AuditRecord(dict[str, Any]):
     """A record built by `record`: its key names are the schema's, and the notes are scrubbed
     here, so the sink looks only for credential-shaped values in its line (audit/sinks.py;
-    tests/unit/test_audit_redaction.py holds the schema's names to that)."""
+    tests/unit/test_audit_redaction.py holds the schema's names to that).
+
+    `presorted`: its keys, and those of every mapping in it, were inserted in sorted order, so
+    its plain serialization is already the canonical one (audit/chain.py) and sealing skips
+    the sort."""
+
+    presorted = False
 
 
 def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
+    """The outcome record of a request (`event` "request"), or its write-ahead record
+    ("intent"). Keys are inserted in sorted order, the chain's `prev` and `seq` in their places
+    (filled in when sealed; `hash` goes last, after the canonical form)."""
+    if event == "intent":
+        return _intent(ctx)
     p = ctx.principal
     d = ctx.decision
-    notes = scrub({k: v for k, v in ctx.notes.items() if k not in ("shadow", "policy_digest")})
+    notes = ctx.notes
     out = AuditRecord({
-        "schema": SCHEMA,
-        "event": event,
-        "time": _now(),
-        "request_id": ctx.request_id,
-        "principal": None if p is None else {
-            "sub": p.sub, "issuer": p.issuer, "kind": p.kind, "groups": list(p.groups),
-            "client_id": p.client_id,
-        },
-        "client": ctx.client,
-        "user_agent": ctx.user_agent,
-        "system": ctx.system,
-        "operation": ctx.operation.name if ctx.operation else None,
-        "method": ctx.method,
-        "path": ctx.path,
-        "query": ctx.query.decode("latin-1"),
-        "workflows": list(ctx.workflows),
-        "owners": list(ctx.owners),
-        "owner_source": ctx.owner_source,
         "action": ctx.action.label if ctx.action else None,
-        "decision": None if d is None else ("allow" if d.allowed else "deny"),
-        "rule": d.rule.where if d is not None and d.rule is not None else None,
-        "reason": d.reason if d is not None and not d.allowed else None,
-        "policy_generation": ctx.policy_generation,
-        "policy_hash": ctx.notes.get("policy_digest"),
-        "shadow": ctx.notes.get("shadow"),
-        "parent": ctx.parent,
-    })
-    if event == "intent":
-        return out
-    out.update({
-        "status": ctx.status,
-        "problem": ctx.problem,
-        "upstream_status": ctx.upstream_status,
-        "latency_ms": ctx.elapsed_ms(),
         "bytes_in": ctx.bytes_in,
         "bytes_out": ctx.bytes_out,
+        "client": ctx.client,
         "created": created(ctx),
+        "decision": None if d is None else ("allow" if d.allowed else "deny"),
+        "event": event,
         "intent_seq": ctx.intent_seq,
+        "latency_ms": ctx.elapsed_ms(),
+        "method": ctx.method,
+        "operation": ctx.operation.name if ctx.operation else None,
+        "owner_source": ctx.owner_source,
+        "owners": list(ctx.owners),
+        "parent": ctx.parent,
+        "path": ctx.path,
+        "policy_generation": ctx.policy_generation,
+        "policy_hash": notes.get("policy_digest"),
+        "prev": None,
+        "principal": None if p is None else _principal(p),
+        "problem": ctx.problem,
+        "query": ctx.query.decode("latin-1"),
+        "reason": d.reason if d is not None and not d.allowed else None,
+        "request_id": ctx.request_id,
+        "rule": d.rule.where if d is not None and d.rule is not None else None,
+        "schema": SCHEMA,
+        "seq": None,
+        "shadow": notes.get("shadow"),
+        "status": ctx.status,
+        "system": ctx.system,
+        "time": _now(),
+        "upstream_status": ctx.upstream_status,
+        "user_agent": ctx.user_agent,
+        "workflows": list(ctx.workflows),
     })
-    if notes:
-        out["notes"] = notes
+    # Other notes, scrubbed here (the sink does not walk an AuditRecord's keys).
+    if len(notes) > ("policy_digest" in notes) + ("shadow" in notes):
+        out["notes"] = scrub({k: v for k, v in notes.items()
+                              if k not in ("shadow", "policy_digest")})
+    # Mappings from outside (lineage, created ids, notes, a shadow decision) keep their own
+    # order: such a record is sorted when it is sealed.
+    out.presorted = (out["created"] is None and out["parent"] is None
+                     and out["shadow"] is None and "notes" not in out)
     return out
+
+
+def _intent(ctx: RequestContext) -> AuditRecord:
+    p = ctx.principal
+    d = ctx.decision
+    out = AuditRecord({
+        "action": ctx.action.label if ctx.action else None,
+        "client": ctx.client,
+        "decision": None if d is None else ("allow" if d.allowed else "deny"),
+        "event": "intent",
+        "method": ctx.method,
+        "operation": ctx.operation.name if ctx.operation else None,
+        "owner_source": ctx.owner_source,
+        "owners": list(ctx.owners),
+        "parent": ctx.parent,
+        "path": ctx.path,
+        "policy_generation": ctx.policy_generation,
+        "policy_hash": ctx.notes.get("policy_digest"),
+        "prev": None,
+        "principal": None if p is None else _principal(p),
+        "query": ctx.query.decode("latin-1"),
+        "reason": d.reason if d is not None and not d.allowed else None,
+        "request_id": ctx.request_id,
+        "rule": d.rule.where if d is not None and d.rule is not None else None,
+        "schema": SCHEMA,
+        "seq": None,
+        "shadow": ctx.notes.get("shadow"),
+        "system": ctx.system,
+        "time": _now(),
+        "user_agent": ctx.user_agent,
+        "workflows": list(ctx.workflows),
+    })
+    out.presorted = out["parent"] is None and out["shadow"] is None
+    return out
+
+
+def _principal(p: Principal) -> dict[str, Any]:
+    return {"client_id": p.client_id, "groups": list(p.groups), "issuer": p.issuer,
+            "kind": p.kind, "sub": p.sub}
 
 
 def created(ctx: RequestContext) -> dict[str, Any] | None:

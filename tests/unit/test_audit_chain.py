@@ -13,10 +13,24 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from proxy.audit.chain import GENESIS, Chain, Signer, digest, generate_key, load_public_key
+from proxy.audit.chain import (
+    GENESIS,
+    Chain,
+    Signer,
+    canonical,
+    digest,
+    generate_key,
+    load_public_key,
+)
 from proxy.audit.files import trail_files
+from proxy.audit.record import record as build_record
 from proxy.audit.sinks import AuditLog, AuditUnavailable
 from proxy.audit.verify import Report, verify
+from proxy.catalog.operation import Action
+from proxy.context import RequestContext
+from proxy.identity import Principal
+from proxy.policy import Decision
+from proxy.policy.model import Rule
 from proxy.settings import AuditSettings
 
 
@@ -390,3 +404,38 @@ def test_records_waiting_at_close_are_written(tmp_path: Path, key: Path) -> None
     records = read(tmp_path / "audit.jsonl")
     assert [r["event"] for r in records] == ["start", "request", "checkpoint"]
     assert check(tmp_path / "audit.jsonl", key).ok
+
+
+def _contexts() -> list[RequestContext]:
+    """Requests in the record's shapes: refused early, decided, with lineage, notes, created
+    ids, a shadow decision."""
+    bare = RequestContext("r-1", "GET", "/airflow/api/v2/dags", b"", "127.0.0.1", "curl/8")
+    decided = RequestContext("r-2", "POST", "/airflow/api/v2/dags/etl/dagRuns", b"a=1&b=%20",
+                             "10.0.0.1", "agent Ünïcode")
+    decided.principal = Principal("alice", "http://idp", "user", ("b", "a"), None, 0.0)
+    decided.decision = Decision(False, Rule("group:a", "airflow", "etl", Action.RUN, "deny",
+                                            "policy.csv:3"), 7, ("team:a",), "group:a")
+    decided.workflows, decided.owners, decided.status = ("etl",), ("team:a",), 403
+    decided.notes["policy_digest"] = "ab" * 32
+    lineage = RequestContext("r-3", "GET", "/prefect/api/flows", b"", "::1", "prefect/3.9.1")
+    lineage.parent = {"workflow": "team-a/flow", "system": "prefect", "run": "prefect:f-1"}
+    noted = RequestContext("r-4", "GET", "/prefect/api/flows", b"", "::1", "x")
+    noted.notes.update({"zeta": 1, "alpha": {"z": 1, "a": 2}, "shadow": {"rule": "s", "d": 1}})
+    return [bare, decided, lineage, noted]
+
+
+@pytest.mark.parametrize("event", ["request", "intent"])
+def test_a_sealed_record_line_is_exactly_its_canonical_form(event: str) -> None:
+    # record() inserts keys in sorted order so sealing can skip the sort; a line that were not
+    # canonical would fail verification, so each shape is held to the canonical form here.
+    chain = Chain()
+    for ctx in _contexts():
+        built = build_record(ctx, event)
+        line = chain.seal(built)
+        body, _, tail = line.rpartition(b',"hash":')
+        parsed = json.loads(line)
+        assert body + b"}" == canonical(parsed)
+        assert tail == b'"' + parsed["hash"].encode() + b'"}\n'
+        assert parsed["hash"] == digest(parsed) and parsed["seq"] == chain.seq
+    assert any(build_record(ctx, event).presorted for ctx in _contexts())
+    assert not all(build_record(ctx, event).presorted for ctx in _contexts())
