@@ -9,7 +9,7 @@ PREFECT_VENV := .venvs/prefect
 IDP_DIR := deploy/dev-idp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test install image-tools lint types unit component integration bench bench-tools bench-policy clean-stack check-tools fuzz
+.PHONY: demo test install image-tools lint types unit component integration bench bench-tools bench-policy bench-machinery clean-stack check-tools fuzz
 
 demo: install
 	$(VENV)/bin/python deploy/local/demo.py
@@ -42,7 +42,7 @@ check-tools:
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev,bench]'
 	touch $@
 
 # Airflow and Prefect live in venvs of their own: their dependency trees conflict with each
@@ -81,6 +81,9 @@ bench-tools:
 
 bench-policy: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/policy_bench.py
+
+bench-machinery: $(VENV)/.installed bench-tools
+	$(VENV)/bin/python -m benchmarks.machinery
 
 # Coverage-guided fuzzing of path canonicalization and catalog matching (tests/fuzz/, atheris):
 # `make fuzz FUZZ_SECONDS=600`. New inputs go to .fuzz/corpus, crashes to .fuzz/crash-*.

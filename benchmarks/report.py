@@ -296,13 +296,14 @@ def markdown(report: Mapping[str, Any], results_file: str) -> str:
     return "\n".join(out)
 
 
-def update_docs(path: Path, section: str) -> None:
-    """Replace the section in place, or put it before the first other `## ` section."""
+def update_docs(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replace the section under `heading` in place, or put it before the first other `## `
+    section."""
     text = path.read_text()
     section = section.rstrip("\n") + "\n\n"
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
+        end = text.find("\n## ", start + len(heading))
         rest = text[end + 1:] if end >= 0 else ""
         text = text[:start] + (section + rest if rest else section.rstrip("\n") + "\n")
     else:

@@ -199,10 +199,11 @@ class Stack:
 
     # -- processes ---------------------------------------------------------------------------
 
-    def start(self, name: str, argv: list[str]) -> Server:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Server:
         log = (self.root / f"{name}.log").open("wb")
         proc = subprocess.Popen(argv, start_new_session=True, stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, cwd=ROOT)
+                                stdin=subprocess.DEVNULL, cwd=ROOT,
+                                env={**os.environ, **env} if env else None)
         server = self.servers[name] = Server(name, self.ports[name], proc)
         wait_port(server.port, proc)
         return server
