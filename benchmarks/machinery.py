@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import sys
 import tempfile
+import textwrap
 import time
 from functools import partial
 from pathlib import Path
@@ -169,14 +170,14 @@ def markdown(full: dict[str, Any], results_file: str) -> str:
     haproxy = m["haproxy"]["requests_per_second"]
     base = m["bare_uvicorn_aiohttp"]["requests_per_second"]
     lines = [
-        SECTION, "",
+        SECTION, "", textwrap.fill(
         f"{full['date'][:10]}, `make bench-machinery` (`benchmarks/machinery.py`, "
         f"{full['elapsed_seconds']:.0f} s; results: `{results_file}`). Same machine as above; "
         f"load average before the run {full['machine']['load_average_before']}. wrk, one "
         f"thread, {settings['connections']} connections, {settings['seconds']:g} s per "
         f"measurement, median of {settings['rounds']} rounds taken in turns. Bare forwarders: "
         "raw ASGI, the token verified once and then cached, the request forwarded with one "
-        "client (benchmarks/bare.py). orchgate: the full pipeline of `make bench`.", "",
+        "client (benchmarks/bare.py). orchgate: the full pipeline of `make bench`.", 96), "",
         "| target | req/s | p50 ms | p99 ms | CPU µs/req | / HAProxy | / bare uvicorn + aiohttp |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -189,10 +190,10 @@ def markdown(full: dict[str, Any], results_file: str) -> str:
             f"{report.ratio(r['requests_per_second'], base):.3f} |")
     rm = full["rate_medians"]
     lines += [
-        "", f"Constant offered rate: {settings['rate']:,.0f} requests/s for "
+        "", textwrap.fill(f"Constant offered rate: {settings['rate']:,.0f} requests/s for "
         f"{settings['rate_seconds']:g} s (benchmarks/load.py, open loop; latency from each "
         "request's due time); added p99: the target's p99 minus direct's in the same round, "
-        "median over the rounds.", "",
+        "median over the rounds.", 96), "",
         "| target | p50 ms | p99 ms | added p99 ms | added p99 / HAProxy's | CPU µs/req |",
         "|---|---:|---:|---:|---:|---:|",
     ]
