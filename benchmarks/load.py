@@ -55,16 +55,21 @@ class Latencies:
 
 
 def wrk(url: str, token: str, connections: int, seconds: float) -> Latencies:
-    """One wrk run (one thread: the second core stays with the servers)."""
+    """One wrk run (one thread: the second core stays with the servers). The token goes in
+    the script (a file only its owner reads), not on wrk's command line, where any process
+    can read it and a failure's message would print it."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_REPORT)
+        script.write(WRK_REPORT + f'wrk.headers["Authorization"] = "Bearer {token}"\n')
     try:
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
-             "-s", script.name, "-H", f"Authorization: Bearer {token}", url],
-            capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+        run = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(seconds, 1):g}s", "--timeout", "10s",
+             "-s", script.name, url],
+            capture_output=True, text=True, check=False, timeout=seconds + 30)
     finally:
         os.unlink(script.name)
+    if run.returncode != 0:
+        raise SystemExit(f"wrk {url} exited with {run.returncode}: {run.stderr.strip()}")
+    out = run.stdout
     report = json.loads(next(line for line in reversed(out.splitlines())
                              if line.startswith("{")))
     return Latencies(

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.load import constant_rate, wrk
+from benchmarks.load import Latencies, constant_rate, wrk
 from benchmarks.run import get, latency_run, measured
 from benchmarks.stack import ITEM_PATH, ROOT, Stack, free_port, orchgate_conf, tool
 
@@ -104,7 +104,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="orchgate-machinery-") as tmp:
         stack = Stack(Path(tmp), args.policy_rows)
         stack.write_files()
-        try:
+        with stack.serving():
             stack.start("nginx", [tool("nginx"), "-p", tmp, "-c", str(Path(tmp) / "nginx.conf")])
             for name in TARGETS:
                 start(stack, name)
@@ -114,27 +114,17 @@ def main() -> int:
                 for name in TARGETS:
                     latencies, usage = measured(stack, name, partial(
                         wrk, url(stack, name), stack.token, args.connections, args.seconds))
-                    if latencies.errors or latencies.non_2xx:
-                        raise SystemExit(f"{name}: {latencies.errors} errors, "
-                                         f"{latencies.non_2xx} answers other than 2xx")
-                    runs[name].append(latency_run(latencies, usage))
+                    runs[name].append(latency_run(answered(name, latencies), usage))
                     print(f"round {round_no + 1} {name}: "
                           f"{runs[name][-1]['requests_per_second']:,.0f} req/s", flush=True)
                 for name in RATE_TARGETS:
                     latencies, usage = measured(stack, name, partial(
                         constant_rate, url(stack, name), stack.token, args.rate,
                         args.rate_seconds))
-                    rate[name].append(latency_run(latencies, usage))
+                    rate[name].append(latency_run(answered(name, latencies), usage))
                 for name in RATE_TARGETS[1:]:
                     rate[name][-1]["added_p99_ms"] = round(
                         rate[name][-1]["p99_ms"] - rate["direct"][-1]["p99_ms"], 3)
-        except BaseException:
-            for name in stack.servers:
-                if tail := stack.log_tail(name):
-                    print(f"--- {name} log ---\n{tail}", file=sys.stderr)
-            raise
-        finally:
-            stack.stop_all()
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     medians = {name: report.median_run(r) for name, r in runs.items()}
     rate_medians = {name: report.median_run(r) for name, r in rate.items()}
@@ -156,6 +146,14 @@ def main() -> int:
         report.update_docs(ROOT / "docs/performance.md", table, SECTION)
         print("updated docs/performance.md")
     return 0
+
+
+def answered(name: str, latencies: Latencies) -> Latencies:
+    """Only a run in which every request was answered with 2xx counts."""
+    if latencies.errors or latencies.non_2xx:
+        raise SystemExit(f"{name}: {latencies.errors} errors, "
+                         f"{latencies.non_2xx} answers other than 2xx")
+    return latencies
 
 
 def url(stack: Stack, name: str) -> str:

@@ -177,17 +177,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="orchgate-bench-") as tmp:
         stack = Stack(Path(tmp), args.policy_rows)
         stack.write_files()
-        try:
+        with stack.serving():
             stack.start_all()
             check_targets(stack)
             results = measure(stack, args)
-        except BaseException:
-            for name in stack.servers:
-                if tail := stack.log_tail(name):
-                    print(f"--- {name} log ---\n{tail}", file=sys.stderr)
-            raise
-        finally:
-            stack.stop_all()
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     out = ROOT / "benchmarks/results" / f"{date[:10]}-proxy.json"
     full: dict[str, Any] = {

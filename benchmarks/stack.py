@@ -23,6 +23,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,6 +226,20 @@ class Stack:
     def stop_all(self) -> None:
         for server in reversed(self.servers.values()):
             server.stop()
+
+    @contextmanager
+    def serving(self) -> Iterator[Stack]:
+        """Every server started inside is stopped on the way out; on a failure, the end of
+        each one's log is printed first."""
+        try:
+            yield self
+        except BaseException:
+            for name in self.servers:
+                if tail := self.log_tail(name):
+                    print(f"--- {name} log ---\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            self.stop_all()
 
     def log_tail(self, name: str, lines: int = 20) -> str:
         path = self.root / f"{name}.log"

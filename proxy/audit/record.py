@@ -17,7 +17,6 @@ import orjson
 from proxy.audit.chain import SCHEMA
 from proxy.audit.logging import scrub
 from proxy.context import RequestContext
-from proxy.identity import Principal
 
 # Operations that create something whose id the auditor wants: the id fields of the response.
 CREATED: dict[str, tuple[str, ...]] = {
@@ -59,12 +58,16 @@ class AuditRecord(dict[str, Any]):
     presorted = False
 
 
+# What only the outcome record has: the write-ahead ("intent") record is written before any of it
+# is known.
+_OUTCOME_ONLY = frozenset({"bytes_in", "bytes_out", "created", "intent_seq", "latency_ms",
+                           "problem", "status", "upstream_status"})
+
+
 def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
     """The outcome record of a request (`event` "request"), or its write-ahead record
     ("intent"). Keys are inserted in sorted order, the chain's `prev` and `seq` in their places
     (filled in when sealed; `hash` goes last, after the canonical form)."""
-    if event == "intent":
-        return _intent(ctx)
     p = ctx.principal
     d = ctx.decision
     notes = ctx.notes
@@ -73,7 +76,7 @@ def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
         "bytes_in": ctx.bytes_in,
         "bytes_out": ctx.bytes_out,
         "client": ctx.client,
-        "created": created(ctx),
+        "created": created(ctx) if ctx.capture is not None else None,
         "decision": None if d is None else ("allow" if d.allowed else "deny"),
         "event": event,
         "intent_seq": ctx.intent_seq,
@@ -87,7 +90,10 @@ def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
         "policy_generation": ctx.policy_generation,
         "policy_hash": notes.get("policy_digest"),
         "prev": None,
-        "principal": None if p is None else _principal(p),
+        "principal": None if p is None else {
+            "client_id": p.client_id, "groups": list(p.groups), "issuer": p.issuer,
+            "kind": p.kind, "sub": p.sub,
+        },
         "problem": ctx.problem,
         "query": ctx.query.decode("latin-1"),
         "reason": d.reason if d is not None and not d.allowed else None,
@@ -103,54 +109,17 @@ def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
         "user_agent": ctx.user_agent,
         "workflows": list(ctx.workflows),
     })
+    if event == "intent":
+        out = AuditRecord({k: v for k, v in out.items() if k not in _OUTCOME_ONLY})
     # Other notes, scrubbed here (the sink does not walk an AuditRecord's keys).
-    if len(notes) > ("policy_digest" in notes) + ("shadow" in notes):
+    elif len(notes) > ("policy_digest" in notes) + ("shadow" in notes):
         out["notes"] = scrub({k: v for k, v in notes.items()
                               if k not in ("shadow", "policy_digest")})
     # Mappings from outside (lineage, created ids, notes, a shadow decision) keep their own
     # order: such a record is sorted when it is sealed.
-    out.presorted = (out["created"] is None and out["parent"] is None
+    out.presorted = (out.get("created") is None and out["parent"] is None
                      and out["shadow"] is None and "notes" not in out)
     return out
-
-
-def _intent(ctx: RequestContext) -> AuditRecord:
-    p = ctx.principal
-    d = ctx.decision
-    out = AuditRecord({
-        "action": ctx.action.label if ctx.action else None,
-        "client": ctx.client,
-        "decision": None if d is None else ("allow" if d.allowed else "deny"),
-        "event": "intent",
-        "method": ctx.method,
-        "operation": ctx.operation.name if ctx.operation else None,
-        "owner_source": ctx.owner_source,
-        "owners": list(ctx.owners),
-        "parent": ctx.parent,
-        "path": ctx.path,
-        "policy_generation": ctx.policy_generation,
-        "policy_hash": ctx.notes.get("policy_digest"),
-        "prev": None,
-        "principal": None if p is None else _principal(p),
-        "query": ctx.query.decode("latin-1"),
-        "reason": d.reason if d is not None and not d.allowed else None,
-        "request_id": ctx.request_id,
-        "rule": d.rule.where if d is not None and d.rule is not None else None,
-        "schema": SCHEMA,
-        "seq": None,
-        "shadow": ctx.notes.get("shadow"),
-        "system": ctx.system,
-        "time": _now(),
-        "user_agent": ctx.user_agent,
-        "workflows": list(ctx.workflows),
-    })
-    out.presorted = out["parent"] is None and out["shadow"] is None
-    return out
-
-
-def _principal(p: Principal) -> dict[str, Any]:
-    return {"client_id": p.client_id, "groups": list(p.groups), "issuer": p.issuer,
-            "kind": p.kind, "sub": p.sub}
 
 
 def created(ctx: RequestContext) -> dict[str, Any] | None:
