@@ -3,9 +3,11 @@
 Every record is sealed into the chain (audit/chain.py) and its line checked for anything
 credential-shaped (audit/logging.py: a record with a hit is redacted and sealed again), then
 written on an O_APPEND descriptor in the caller's thread: no fsync there, so the event loop
-never waits on the disk. An outcome record (`write(…, soon=True)`) waits for the end of the
-event loop's turn, and every record of that turn goes out in one `write(2)`; any other record
-goes out at once, with whatever was waiting before it (the file's order is the chain's).
+never waits on the disk. An outcome record (`write(…, soon=True)`) waits, unsealed, for the
+end of the event loop's turn; then the turn's records are sealed one after another and go out
+in one `write(2)` (sealing them together, not each amid its request's work, measured a quarter
+cheaper). Any other record is sealed and goes out at once, after whatever was waiting before
+it: the chain's order is the order of the calls, and the file's order is the chain's.
 Write-ahead records (`write_ahead`) are also made durable: a syncer thread fsyncs on behalf of
 every request waiting at that moment (group commit: concurrent requests share one fsync) and
 wakes each waiter on its own event loop. The same thread writes time-based checkpoints and
@@ -67,6 +69,7 @@ class AuditLog:
                         if settings.checkpoint_key_file else None)
         self._checkpoint_seq = 0  # the last checkpoint's seq (records after it are unsigned)
         self._last_checkpoint = time.monotonic()
+        self._queued: list[dict[str, Any]] = []  # outcome records to seal at the turn's end
         self._pending: list[bytes] = []  # sealed lines not yet written, in chain order
         self._pending_bytes = 0
         self._flush_scheduled = False
@@ -94,16 +97,22 @@ class AuditLog:
     # -- writing ----------------------------------------------------------------------------
 
     def write(self, record: dict[str, Any], *, soon: bool = False) -> int | None:
-        """Append a record; never raises (a failure is counted). Returns its seq.
+        """Append a record; never raises (a failure is counted). Returns its seq, or None when
+        it could not be written.
 
-        `soon`: the record may wait for the end of the event loop's turn and share one
-        `write(2)` with the turn's other records (an outcome record; docs/audit.md)."""
+        `soon`: on an event loop, the record waits, unsealed, for the end of the loop's turn,
+        then is sealed and shares one `write(2)` with the turn's other records (an outcome
+        record; docs/audit.md); its seq is not known yet: None."""
+        if soon and self.enabled and self._flush_later():
+            with self._lock:
+                self._queued.append(record)
+            return None
         try:
-            return self.append(record, soon=soon)
+            return self.append(record)
         except AuditUnavailable:
             return None
 
-    def append(self, record: dict[str, Any], *, soon: bool = False) -> int:
+    def append(self, record: dict[str, Any]) -> int:
         """Append a record (written to the OS, not fsynced); AuditUnavailable if it cannot.
 
         The record is sealed as it is: the caller hands over a dict it no longer uses."""
@@ -111,13 +120,9 @@ class AuditLog:
             return 0
         with self._lock:
             try:
-                self._maybe_rotate()
-                seq = self._put(record)
-                if self._signer is not None and self._since_checkpoint() >= \
-                        self.settings.checkpoint_every:
-                    self._checkpoint()
-                if not (soon and self._flush_later()):
-                    self._flush()
+                self._seal_queued()
+                seq = self._admit(record)
+                self._flush()
             except OSError as err:
                 raise AuditUnavailable(self._failed(err)) from None
         return seq
@@ -144,6 +149,27 @@ class AuditLog:
                 "seq": self._chain.seq, "fsyncs": self.fsyncs,
                 "fsynced_records": self.fsynced_records}
 
+    def _seal_queued(self) -> None:
+        """Seal the records waiting for the end of the turn, in order (the caller holds the
+        lock). Those after a failure are never sealed: counted lost."""
+        queued, self._queued = self._queued, []
+        for done, record in enumerate(queued):
+            try:
+                self._admit(record)
+            except OSError:
+                self.failures += len(queued) - done - 1  # _failed counts this one
+                raise
+
+    def _admit(self, record: dict[str, Any]) -> int:
+        """Seal one record into the chain, rotating the file and signing a checkpoint when
+        due (the caller holds the lock)."""
+        self._maybe_rotate()
+        seq = self._put(record)
+        if self._signer is not None and self._since_checkpoint() >= \
+                self.settings.checkpoint_every:
+            self._checkpoint()
+        return seq
+
     def _put(self, event: dict[str, Any], signer: Signer | None = None) -> int:
         """Seal a record into the chain and queue its line (the caller holds the lock)."""
         seq, head = self._chain.seq, self._chain.head
@@ -163,7 +189,8 @@ class AuditLog:
         return self._chain.seq - self._checkpoint_seq
 
     def _flush_later(self) -> bool:
-        """Write at the end of this event loop turn; False when not on an event loop."""
+        """Seal and write at the end of this event loop turn; False when not on an event
+        loop."""
         if not self._flush_scheduled:
             try:
                 loop = asyncio.get_running_loop()
@@ -174,9 +201,11 @@ class AuditLog:
         return True
 
     def flush(self) -> None:
-        """Write what waits for the end of the loop's turn now (any thread; never raises)."""
+        """Seal and write what waits for the end of the loop's turn now (any thread; never
+        raises)."""
         with self._lock:
             try:
+                self._seal_queued()
                 self._flush()
             except OSError as err:
                 self._failed(err)
@@ -337,6 +366,7 @@ class AuditLog:
             self._thread = None
         with self._lock:
             with contextlib.suppress(OSError):
+                self._seal_queued()
                 self._flush()
             if self._signer is not None and self._since_checkpoint() and self.healthy:
                 with contextlib.suppress(OSError):

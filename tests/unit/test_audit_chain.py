@@ -316,7 +316,7 @@ def test_a_loop_turns_outcome_records_share_one_write(tmp_path: Path,
     async def turn() -> tuple[int, list[int]]:
         sizes = count_writes(monkeypatch)
         seqs = [audit.write(request(i), soon=True) for i in range(5)]
-        assert seqs == [2, 3, 4, 5, 6]  # sealed at once, in order
+        assert seqs == [None] * 5  # sealed at the end of the turn: no seq yet
         lines_before = len(read(path))  # not on file yet: the turn has not ended
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -329,7 +329,9 @@ def test_a_loop_turns_outcome_records_share_one_write(tmp_path: Path,
 
     assert lines_before == 1  # the start record
     assert len(sizes) == 1  # five records, one write(2)
-    assert [r.get("request_id") for r in read(path)][1:] == [f"r-{i}" for i in range(5)]
+    records = read(path)[1:]
+    assert [(r.get("request_id"), r["seq"]) for r in records] == \
+        [(f"r-{i}", i + 2) for i in range(5)]  # sealed in the order they were written
     assert verify([path]).ok
 
 
@@ -439,3 +441,38 @@ def test_a_sealed_record_line_is_exactly_its_canonical_form(event: str) -> None:
         assert parsed["hash"] == digest(parsed) and parsed["seq"] == chain.seq
     assert any(build_record(ctx, event).presorted for ctx in _contexts())
     assert not all(build_record(ctx, event).presorted for ctx in _contexts())
+
+
+def test_a_turn_that_cannot_be_sealed_counts_every_record_it_lost(
+        tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first of the turn's records finds the file due for rotation, and the rename fails:
+    # none of the three is sealed, all three are counted, and the chain goes on whole.
+    audit = AuditLog(settings(tmp_path, key, rotate_bytes=1))
+    path = tmp_path / "audit.jsonl"
+
+    def rename(self: Path, target: Path) -> Path:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    async def turns() -> None:
+        monkeypatch.setattr(Path, "rename", rename)
+        for i in range(3):
+            audit.write(request(i), soon=True)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        monkeypatch.undo()
+        assert not audit.healthy and audit.failures == 3
+        audit.write(request(3), soon=True)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert audit.healthy
+    try:
+        asyncio.run(turns())
+    finally:
+        audit.close()
+
+    records = [r for f in trail_files([path])
+               for r in read(f)]
+    assert [r.get("request_id") for r in records if r["event"] == "request"] == ["r-3"]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    report = check(path, key)
+    assert report.ok, report
