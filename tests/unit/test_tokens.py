@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -493,3 +494,13 @@ def test_an_issuer_without_audiences_or_usable_algorithms_is_refused(
                 TokenVerifier((settings,), http)
 
     asyncio.run(main())
+
+
+def test_a_principals_subjects_are_made_once_and_follow_its_fields() -> None:
+    # The decision cache is keyed by them on every request: the same tuple each time.
+    alice = Principal("alice", ISSUER, "user", ("a", "b"), None, 0.0)
+    assert alice.subjects == ("user:alice", "group:a", "group:b")
+    assert alice.subjects is alice.subjects
+    bot = dataclasses.replace(alice, kind="service", client_id="ci-bot", groups=())
+    assert bot.subjects == ("sa:ci-bot",)
+    assert bot == Principal("alice", ISSUER, "service", (), "ci-bot", 0.0)
