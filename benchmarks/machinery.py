@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 import textwrap
@@ -72,11 +71,10 @@ def start(stack: Stack, name: str) -> None:
     env = {"BARE_UPSTREAM": f"http://127.0.0.1:{stack.ports['nginx']}",
            "BARE_PUBLIC_KEY": str(root / "jwt-public.pem"), "BARE_ISSUER": stack.issuer}
     if name.startswith("orchgate"):
-        # `make bench`'s configuration, with its own port and audit trail
+        # `make bench`'s configuration and policy, with its own port and audit trail
+        stack.policy(name).write_text(stack.policy("orchgate").read_text())
         config = root / f"{name}.yaml"
-        config.write_text(orchgate_conf(stack, "orchgate").replace(
-            "orchgate-audit.jsonl", f"{name}-audit.jsonl").replace(
-            f"port: {stack.ports['orchgate']}", f"port: {port}"))
+        config.write_text(orchgate_conf(stack, name))
         env = {"ORCHGATE_CONFIG": str(config)}
     argv = ([str(VENV / "orchgate"), "serve", "--config", str(root / f"{name}.yaml")]
             if name == "orchgate_uvicorn" else
@@ -136,15 +134,7 @@ def main() -> int:
         "elapsed_seconds": round(time.monotonic() - began, 1),
         "medians": medians, "runs": runs, "rate_medians": rate_medians, "rate_runs": rate,
     }
-    out = ROOT / "benchmarks/results" / f"{date[:10]}-machinery.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(full, indent=2) + "\n")
-    table = markdown(full, str(out.relative_to(ROOT)))
-    print(table)
-    print(f"written {out.relative_to(ROOT)} ({full['elapsed_seconds']:.0f} s)")
-    if not args.no_docs:
-        report.update_docs(ROOT / "docs/performance.md", table, SECTION)
-        print("updated docs/performance.md")
+    report.publish(full, "machinery", markdown, SECTION, docs=not args.no_docs)
     return 0
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import statistics
 import subprocess
 import textwrap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,19 @@ def update_docs(path: Path, section: str, heading: str = SECTION) -> None:
         at = first + 1 if first >= 0 else len(text)
         text = text[:at] + section + text[at:]
     path.write_text(text)
+
+
+def publish(full: dict[str, Any], kind: str, table: Callable[[dict[str, Any], str], str],
+            heading: str, docs: bool = True) -> None:
+    """Write a run's results to benchmarks/results/<UTC date>-<kind>.json, print its table,
+    and put the table in docs/performance.md under `heading`."""
+    root = Path(__file__).resolve().parents[1]
+    out = root / "benchmarks/results" / f"{full['date'][:10]}-{kind}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(full, indent=2) + "\n")
+    text = table(full, str(out.relative_to(root)))
+    print(text)
+    print(f"written {out.relative_to(root)} ({full['elapsed_seconds']:.0f} s)")
+    if docs:
+        update_docs(root / "docs/performance.md", text, heading)
+        print("updated docs/performance.md")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 import textwrap
@@ -155,15 +154,7 @@ def main() -> int:
                   for (name, run), n in zip(token.items(), GROUPS, strict=True)},
         "list": listing,
     }
-    out = ROOT / "benchmarks/results" / f"{date[:10]}-scaling.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(full, indent=2) + "\n")
-    table = markdown(full, str(out.relative_to(ROOT)))
-    print(table)
-    print(f"written {out.relative_to(ROOT)} ({full['elapsed_seconds']:.0f} s)")
-    if not args.no_docs:
-        report.update_docs(ROOT / "docs/performance.md", table, SECTION)
-        print("updated docs/performance.md")
+    report.publish(full, "scaling", markdown, SECTION, docs=not args.no_docs)
     return 0
 
 

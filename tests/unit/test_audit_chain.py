@@ -308,6 +308,12 @@ def count_writes(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[in
     return sizes
 
 
+async def turn_ends() -> None:
+    """Let the event loop finish this turn (and the callbacks it scheduled)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 def test_a_loop_turns_outcome_records_share_one_write(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     audit = AuditLog(settings(tmp_path))
@@ -318,8 +324,7 @@ def test_a_loop_turns_outcome_records_share_one_write(tmp_path: Path,
         seqs = [audit.write(request(i), soon=True) for i in range(5)]
         assert seqs == [None] * 5  # sealed at the end of the turn: no seq yet
         lines_before = len(read(path))  # not on file yet: the turn has not ended
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await turn_ends()
         return lines_before, sizes
     try:
         lines_before, sizes = asyncio.run(turn())
@@ -369,18 +374,15 @@ def test_a_turn_that_cannot_be_written_is_counted_and_the_chain_stays_whole(
 
     async def turns() -> None:
         audit.write(request(1), soon=True)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await turn_ends()
         count_writes(monkeypatch, fail=True)  # the disk fills up …
         audit.write(request(2), soon=True)
         audit.write(request(3), soon=True)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await turn_ends()
         monkeypatch.undo()  # … and has room again
         assert not audit.healthy and audit.failures == 2
         audit.write(request(4), soon=True)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await turn_ends()
         assert audit.healthy
     try:
         asyncio.run(turns())
@@ -457,13 +459,11 @@ def test_a_turn_that_cannot_be_sealed_counts_every_record_it_lost(
         monkeypatch.setattr(Path, "rename", rename)
         for i in range(3):
             audit.write(request(i), soon=True)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await turn_ends()
         monkeypatch.undo()
         assert not audit.healthy and audit.failures == 3
         audit.write(request(3), soon=True)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await turn_ends()
         assert audit.healthy
     try:
         asyncio.run(turns())
