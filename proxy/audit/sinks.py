@@ -100,12 +100,15 @@ class AuditLog:
         """Append a record; never raises (a failure is counted). Returns its seq, or None when
         it could not be written.
 
-        `soon`: on an event loop, the record waits, unsealed, for the end of the loop's turn,
-        then is sealed and shares one `write(2)` with the turn's other records (an outcome
-        record; docs/audit.md); its seq is not known yet: None."""
-        if soon and self.enabled and self._flush_later():
-            with self._lock:
+        `soon`: the record waits, unsealed, for the end of the event loop's turn, then is
+        sealed and shares one `write(2)` with the turn's other records (an outcome record;
+        docs/audit.md); off an event loop, it is sealed and written at once. Its seq is not
+        known here: None."""
+        if soon and self.enabled:
+            with self._lock:  # queued first: a turn's end already under way still finds it
                 self._queued.append(record)
+            if not self._flush_later():
+                self.flush()
             return None
         try:
             return self.append(record)
