@@ -5,7 +5,7 @@ credential-shaped (audit/logging.py: a record with a hit is redacted and sealed 
 written on an O_APPEND descriptor in the caller's thread: no fsync there, so the event loop
 never waits on the disk. An outcome record (`write(…, soon=True)`) waits, unsealed, for the
 end of the event loop's turn; then the turn's records are sealed one after another and go out
-in one `write(2)` (sealing them together, not each amid its request's work, measured a quarter
+in one `write(2)` (sealing them together, not each amid its request's work, measured a fifth
 cheaper). Any other record is sealed and goes out at once, after whatever was waiting before
 it: the chain's order is the order of the calls, and the file's order is the chain's.
 Write-ahead records (`write_ahead`) are also made durable: a syncer thread fsyncs on behalf of
