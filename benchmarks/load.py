@@ -49,6 +49,13 @@ class Latencies:
     p99_ms: float
     p999_ms: float
 
+    def checked(self, target: str) -> Latencies:
+        """This run, if every request was answered with 2xx; otherwise the benchmark stops."""
+        if self.errors or self.non_2xx:
+            raise SystemExit(f"{target}: {self.errors} errors, "
+                             f"{self.non_2xx} answers other than 2xx")
+        return self
+
     @property
     def requests_per_second(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
