@@ -79,11 +79,17 @@ def plainly_clean(serialized: bytes, event: Any) -> bool:
     a credential-bearing key (`event` None: its key names were vetted where it was built).
     False means it might, and the event takes `scrub`. The audit trail checks each sealed
     line with it instead of walking every record."""
-    if b"eyJ" in serialized:
+    # Each search is a pass over the line; a one-byte search is memchr, many times faster. A
+    # JWT needs "eyJ", so a "J". A Basic/Bearer credential is the word, whitespace, then the
+    # credential (`_BASIC`): in JSON, whitespace is a space, an escape (backslash) or a
+    # non-ASCII byte. Most records have none of these and take no multi-byte search at all.
+    if b"J" in serialized and b"eyJ" in serialized:
         return False
-    lowered = serialized.lower()
-    return (b"basic" not in lowered and b"bearer" not in lowered
-            and (event is None or not _has_secret_key(event)))
+    if b" " in serialized or b"\\" in serialized or not serialized.isascii():
+        lowered = serialized.lower()
+        if b"basic" in lowered or b"bearer" in lowered:
+            return False
+    return event is None or not _has_secret_key(event)
 
 
 def scrub(event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

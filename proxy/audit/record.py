@@ -84,16 +84,13 @@ def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
         "method": ctx.method,
         "operation": ctx.operation.name if ctx.operation else None,
         "owner_source": ctx.owner_source,
-        "owners": list(ctx.owners),
+        "owners": ctx.owners,
         "parent": ctx.parent,
         "path": ctx.path,
         "policy_generation": ctx.policy_generation,
         "policy_hash": notes.get("policy_digest"),
         "prev": None,
-        "principal": None if p is None else {
-            "client_id": p.client_id, "groups": list(p.groups), "issuer": p.issuer,
-            "kind": p.kind, "sub": p.sub,
-        },
+        "principal": None if p is None else p.audited,
         "problem": ctx.problem,
         "query": ctx.query.decode("latin-1"),
         "reason": d.reason if d is not None and not d.allowed else None,
@@ -107,7 +104,7 @@ def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
         "time": _now(),
         "upstream_status": ctx.upstream_status,
         "user_agent": ctx.user_agent,
-        "workflows": list(ctx.workflows),
+        "workflows": ctx.workflows,
     })
     if event == "intent":
         out = AuditRecord({k: v for k, v in out.items() if k not in _OUTCOME_ONLY})

@@ -264,3 +264,23 @@ def test_a_credential_in_an_audit_records_value_is_masked_in_the_line(
     assert line["query"] == f"token={REDACTED}"
     assert line["user_agent"] == f"agent Basic {REDACTED}"
     assert JWT not in text and OPAQUE not in text
+
+
+# Every character `\s` matches between "Bearer"/"Basic" and the credential, as JSON writes it:
+# a space, an escape (tab, newline, the other ASCII separators) or non-ASCII bytes (a
+# no-break space, the ideographic space). The line's first look must send each to the walk.
+@pytest.mark.parametrize("space", [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f",
+                                   "\x85", "\xa0", "\u2003", "\u3000"])
+@pytest.mark.parametrize("word", ["Bearer", "basic", "BeArEr"])
+def test_a_credential_after_any_whitespace_is_masked(
+        audit_file: tuple[Path, AuditLog], word: str, space: str) -> None:
+    path, audit = audit_file
+    ctx = full_context()
+    ctx.user_agent = f"{word}{space}{OPAQUE}"
+
+    audit.write(build_record(ctx))
+
+    [line] = requests_in(path.read_text(encoding="utf-8"))
+    assert line["user_agent"] == f"{word} {REDACTED}"
+    assert OPAQUE not in path.read_text(encoding="utf-8")
+    assert OPAQUE not in json.dumps(scrubbed(event="call", agent=ctx.user_agent))
