@@ -95,8 +95,8 @@ class Pipeline:
         audited = False
 
         async def send_audited(message: dict[str, Any]) -> None:
-            # 9 audit: the record is sealed before the response's last message and reaches the
-            # file at the end of this loop turn, in one write(2) with the turn's other records.
+            # 9 audit: the record is made before the response's last message and reaches the
+            # file within 2 ms, in one write(2) with the other records made meanwhile.
             nonlocal audited
             if (not audited and message["type"] == "http.response.body"
                     and not message.get("more_body", False)):

@@ -657,8 +657,8 @@ class Orchgate:
         return [r for r in self.audit_trail() if r.get("event") == "request"]
 
     def audit_trail(self) -> list[dict[str, Any]]:
-        """Every line of the audit file, parsed. A request's record reaches the file at the
-        end of the server loop's turn that answered it (audit/sinks.py): written out first."""
+        """Every line of the audit file, parsed. A request's record reaches the file within
+        2 ms of its answer (audit/sinks.py): written out first."""
         if self.app is not None:
             self.app.pipeline.audit.flush()
         if not self.audit_file.exists():

@@ -224,4 +224,5 @@ def test_connection_secrets_through_orchgate(
     for persona in ("alice", "amy", "bob", "dave", "ci-team-a"):
         denied = proxy.get("/airflow/api/v2/connections", headers=bearer(tokens[persona]))
         assert denied.status_code == 403
+    stack.audit_record(denied.headers["x-request-id"])  # the last record is on file: scan all
     assert "pw-never-shown" not in stack.audit_file.read_text()

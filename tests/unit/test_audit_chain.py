@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from proxy.audit import sinks
 from proxy.audit.chain import (
     GENESIS,
     Chain,
@@ -291,7 +292,7 @@ def test_the_checkpoint_key_never_enters_the_trail(tmp_path: Path, key: Path) ->
     assert body and body not in path.read_text()
 
 
-# -- outcome records: one write(2) for a loop turn's records ------------------------------------
+# -- outcome records: one write(2) for the records of up to 2 ms ---------------------------------
 
 
 def count_writes(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[int]:
@@ -309,12 +310,12 @@ def count_writes(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[in
 
 
 async def turn_ends() -> None:
-    """Let the event loop finish this turn (and the callbacks it scheduled)."""
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    """Let the event loop run past the write of the records waiting (its timer is due before
+    this sleep's)."""
+    await asyncio.sleep(sinks.OUTCOME_DELAY * 5)
 
 
-def test_a_loop_turns_outcome_records_share_one_write(tmp_path: Path,
+def test_outcome_records_made_together_share_one_write(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     audit = AuditLog(settings(tmp_path))
     path = tmp_path / "audit.jsonl"
@@ -322,8 +323,8 @@ def test_a_loop_turns_outcome_records_share_one_write(tmp_path: Path,
     async def turn() -> tuple[int, list[int]]:
         sizes = count_writes(monkeypatch)
         seqs = [audit.write(request(i), soon=True) for i in range(5)]
-        assert seqs == [None] * 5  # sealed at the end of the turn: no seq yet
-        lines_before = len(read(path))  # not on file yet: the turn has not ended
+        assert seqs == [None] * 5  # sealed when they are written: no seq yet
+        lines_before = len(read(path))  # not on file yet: the write is not due
         await turn_ends()
         return lines_before, sizes
     try:
@@ -338,6 +339,73 @@ def test_a_loop_turns_outcome_records_share_one_write(tmp_path: Path,
     assert [(r.get("request_id"), r["seq"]) for r in records] == \
         [(f"r-{i}", i + 2) for i in range(5)]  # sealed in the order they were written
     assert verify([path]).ok
+
+
+def test_records_of_several_loop_turns_wait_for_one_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks, "OUTCOME_DELAY", 60.0)  # no write comes due in this test
+    audit = AuditLog(settings(tmp_path))
+    path = tmp_path / "audit.jsonl"
+
+    async def turns() -> tuple[int, list[int]]:
+        sizes = count_writes(monkeypatch)
+        for i in range(3):
+            audit.write(request(i), soon=True)
+            await asyncio.sleep(0)  # the loop goes round: the records still wait
+            await asyncio.sleep(0)
+        lines_before = len(read(path))
+        audit.flush()  # what the due write does
+        return lines_before, sizes
+    try:
+        lines_before, sizes = asyncio.run(turns())
+    finally:
+        audit.close()
+
+    assert lines_before == 1  # the start record only
+    assert sizes == [sizes[0]]  # three turns' records, one write(2)
+    assert [r.get("request_id") for r in read(path)[1:]] == ["r-0", "r-1", "r-2"]
+
+
+def test_a_full_batch_of_outcome_records_is_written_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks, "OUTCOME_DELAY", 60.0)
+    audit = AuditLog(settings(tmp_path))
+    path = tmp_path / "audit.jsonl"
+
+    async def turn() -> list[int]:
+        sizes = count_writes(monkeypatch)
+        for i in range(sinks.OUTCOME_BATCH + 1):
+            audit.write(request(i), soon=True)
+        return sizes
+    try:
+        writes = len(asyncio.run(turn()))
+        on_file = [r.get("request_id") for r in read(path)[1:]]
+    finally:
+        audit.close()
+
+    assert writes == 1  # the batch, when it was full; the one after it still waits
+    assert on_file == [f"r-{i}" for i in range(sinks.OUTCOME_BATCH)]
+
+
+def test_a_record_left_waiting_by_an_ended_loop_goes_with_the_next_loops_write(
+        tmp_path: Path) -> None:
+    audit = AuditLog(settings(tmp_path))
+    path = tmp_path / "audit.jsonl"
+
+    async def first() -> None:
+        audit.write(request(1), soon=True)  # the loop ends before its write is due
+
+    async def second() -> None:
+        audit.write(request(2), soon=True)
+        await turn_ends()
+    try:
+        asyncio.run(first())
+        asyncio.run(second())
+        on_file = [r.get("request_id") for r in read(path)[1:]]
+    finally:
+        audit.close()
+
+    assert on_file == ["r-1", "r-2"]
 
 
 def test_a_record_written_at_once_takes_the_waiting_ones_first(tmp_path: Path) -> None:
@@ -401,8 +469,8 @@ def test_records_waiting_at_close_are_written(tmp_path: Path, key: Path) -> None
 
     async def turn() -> None:
         audit.write(request(1), soon=True)
-        audit.close()  # before the turn ends: the record is not left behind
-        await asyncio.sleep(0)  # the scheduled write finds nothing to do
+        audit.close()  # before its write is due: the record is not left behind
+        await turn_ends()  # the due write finds nothing to do
     asyncio.run(turn())
 
     records = read(tmp_path / "audit.jsonl")
