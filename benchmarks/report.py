@@ -97,8 +97,8 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         mine, native = rate["orchgate"], rate["haproxy"]
         add(f"{report['fixed_rate']['rate']:g} req/s: orchgate added p99 / HAProxy added p99",
             ratio(mine, native), "≤ 2", mine <= 2 * max(native, 0.0))
-    if "orchgate/orchgate_audit_off" in ratios:
-        cost = 1 - ratios["orchgate/orchgate_audit_off"]
+    if "orchgate_audit_on/orchgate_audit_off" in ratios:
+        cost = 1 - ratios["orchgate_audit_on/orchgate_audit_off"]
         add("16 connections: audit trail cost (1 − on/off, req/s)", cost, "≤ 0.10",
             cost <= 0.10)
     listing = report.get("list", {}).get("added_ms", {})
@@ -125,7 +125,8 @@ RATIOS = {"orchgate/direct": "orchgate / direct", "orchgate/haproxy": "orchgate 
           "orchgate_2w/haproxy_2t": "2 workers / 2 threads",
           "orchgate_2w/orchgate": "orchgate 2 / 1 workers",
           "haproxy_2t/haproxy": "HAProxy 2 / 1 threads",
-          "orchgate/orchgate_audit_off": "audit on / off",
+          "orchgate_audit_on/orchgate_audit_off": "audit on / off",
+          "orchgate/orchgate_audit_on": "orchgate / its twin",
           "orchgate_reloading/orchgate": "reloading / steady"}
 HEADER = ("target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/req",
           "+nginx µs/req", "RSS MB", "errors")

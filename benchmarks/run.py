@@ -2,12 +2,12 @@
 
 Starts nginx (the upstream: a 1 KB JSON body, the JWKS, a 1,000-DAG list), HAProxy verifying
 the same RS256 token with `jwt_verify` (1 and 2 threads), a stand-in Prefect socket server,
-and orchgate with its full pipeline (1 and 2 workers, and 1 worker without the audit trail);
-see benchmarks/stack.py. Then, round after round, each target in turn:
+and orchgate with its full pipeline (1 and 2 workers, and twins of 1 worker with and without
+the audit trail; see benchmarks/stack.py). Then, round after round, each target in turn:
 
 - wrk at 1, 16 and 64 connections: requests/s, p50/p99/p99.9, CPU per request, RSS;
-  at 16 and 64 also 2 workers vs 2 threads; at 16 also audit off, and policy reloads
-  every 0.5 s during the run;
+  at 16 and 64 also 2 workers vs 2 threads; at 16 also the audit trail on and off (twins
+  that serve nothing else, one after the other), and policy reloads every 0.5 s during the run;
 - a constant offered rate (open loop): latencies from each request's due time;
 - one policy reload at the constant rate: the latency of the requests due during it against
   the same stretch of a run without one (benchmarks/reload.py);
@@ -86,7 +86,7 @@ def closed_loop_plan(levels: list[int]) -> list[tuple[int, str]]:
         if c >= 16:
             names += ["haproxy_2t", "orchgate_2w"]
         if c == 16:
-            names += ["orchgate_audit_off", "orchgate_reloading"]
+            names += ["orchgate_audit_on", "orchgate_audit_off", "orchgate_reloading"]
         plan += [(c, name) for name in names]
     return plan
 
@@ -275,7 +275,8 @@ RELOAD_RUN_SECONDS = 8.0
 RELOAD_AT_SECONDS = 3.0
 RATIO_PAIRS = (("orchgate", "direct"), ("orchgate", "haproxy"), ("haproxy", "direct"),
                ("orchgate_2w", "haproxy_2t"), ("orchgate_2w", "orchgate"),
-               ("haproxy_2t", "haproxy"), ("orchgate", "orchgate_audit_off"),
+               ("haproxy_2t", "haproxy"), ("orchgate_audit_on", "orchgate_audit_off"),
+               ("orchgate", "orchgate_audit_on"),
                ("orchgate_reloading", "orchgate"))
 
 

@@ -119,7 +119,9 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw.rpartition(")")[2].split()
 
 
-ORCHGATES = ("orchgate", "orchgate_2w", "orchgate_audit_off")
+# `orchgate_audit_on` and `orchgate_audit_off` serve only the audit comparison: the same
+# history, one with the trail and one without (`orchgate` also serves every other benchmark).
+ORCHGATES = ("orchgate", "orchgate_2w", "orchgate_audit_on", "orchgate_audit_off")
 
 
 @dataclass(slots=True)
@@ -138,8 +140,7 @@ class Stack:
     signing_key: rsa.RSAPrivateKey | None = None  # the issuer's, generated for the run
 
     def __post_init__(self) -> None:
-        for name in ("nginx", "prefect", "haproxy", "haproxy_2t", "orchgate", "orchgate_2w",
-                     "orchgate_audit_off"):
+        for name in ("nginx", "prefect", "haproxy", "haproxy_2t", *ORCHGATES):
             self.ports[name] = free_port()
 
     @property
@@ -227,7 +228,8 @@ class Stack:
         # -db: stay in the foreground, one process (no master), so its CPU time is its own.
         self.start("haproxy", [tool("haproxy"), "-db", "-f", str(root / "haproxy.cfg")])
         self.start("haproxy_2t", [tool("haproxy"), "-db", "-f", str(root / "haproxy-2t.cfg")])
-        for name, workers in (("orchgate", 1), ("orchgate_2w", 2), ("orchgate_audit_off", 1)):
+        for name in ORCHGATES:
+            workers = 2 if name == "orchgate_2w" else 1
             self.start(name, [orchgate, "serve", "--config", str(root / f"{name}.yaml"),
                               "--workers", str(workers)])
 
@@ -366,7 +368,8 @@ backend nginx
 
 
 def orchgate_conf(stack: Stack, name: str) -> str:
-    """The full pipeline; `orchgate_audit_off` differs only in its audit section."""
+    """The full pipeline; `orchgate_audit_off` differs only in its audit section (from
+    `orchgate_audit_on`, which is `orchgate`'s twin)."""
     audit = ("audit: {enabled: false}" if name == "orchgate_audit_off" else
              f"audit: {{file: {name}-audit.jsonl, stdout: false, fsync: true, "
              "checkpoint_key_file: checkpoint.key}")
