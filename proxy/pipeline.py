@@ -95,14 +95,16 @@ class Pipeline:
         audited = False
 
         async def send_audited(message: dict[str, Any]) -> None:
-            # 9 audit: the record is made before the response's last message and reaches the
-            # file within 2 ms, in one write(2) with the other records made meanwhile.
+            # 9 audit: the time of the answer is noted before its last message; within 2 ms
+            # its record is built from the context, sealed and written in one write(2) with
+            # the other records waiting (audit/sinks.py).
             nonlocal audited
             if (not audited and message["type"] == "http.response.body"
                     and not message.get("more_body", False)):
                 audited = True
                 if self.audit.enabled:  # with the trail off, no record is built at all
-                    self.audit.write(record(ctx), soon=True)
+                    ctx.answer()
+                    self.audit.write_later(record, ctx)
             await send(message)
 
         self.in_flight += 1

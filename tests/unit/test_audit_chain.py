@@ -513,6 +513,75 @@ def test_a_sealed_record_line_is_exactly_its_canonical_form(event: str) -> None:
     assert not all(build_record(ctx, event).presorted for ctx in _contexts())
 
 
+def test_an_answered_request_s_record_is_built_when_written_with_its_answer_s_time(
+        tmp_path: Path) -> None:
+    # The request path only notes when the answer went; the record is built from the context
+    # by the due write, with the others waiting (their building, off the request's path, is
+    # where the trail's cost went down).
+    audit = AuditLog(settings(tmp_path))
+    ctx = RequestContext("r-1", "GET", "/airflow/api/v2/dags", b"", "127.0.0.1", "curl/8")
+    ctx.status = ctx.upstream_status = 200
+    ctx.answered = (1_700_000_000_123_456_789, 12.345)  # noted at the answer: ns, ms
+    built: list[str] = []
+
+    def make(source: RequestContext) -> dict[str, Any]:
+        built.append(source.request_id)
+        return build_record(source)
+
+    async def turn() -> list[str]:
+        audit.write_later(make, ctx)
+        before = list(built)
+        await turn_ends()
+        return before
+    try:
+        built_before = asyncio.run(turn())
+    finally:
+        audit.close()
+
+    assert built_before == [] and built == ["r-1"]  # built once, by the write
+    written = read(tmp_path / "audit.jsonl")[-1]
+    assert (written["request_id"], written["status"]) == ("r-1", 200)
+    assert written["time"] == "2023-11-14T22:13:20.123+00:00"  # the answer's, not the write's
+    assert written["latency_ms"] == 12.345
+    assert build_record(ctx, "intent")["time"] != written["time"]  # an intent's time is now
+    assert verify([tmp_path / "audit.jsonl"]).ok
+
+
+def test_a_record_that_cannot_be_built_is_counted_and_the_others_are_written(
+        tmp_path: Path, key: Path) -> None:
+    audit = AuditLog(settings(tmp_path, key))
+    path = tmp_path / "audit.jsonl"
+
+    def make(i: int) -> dict[str, Any]:
+        if i == 2:
+            raise KeyError("a field the record needs")
+        return request(i)
+
+    async def turn() -> None:
+        for i in range(1, 4):
+            audit.write_later(make, i)
+        await turn_ends()
+    try:
+        asyncio.run(turn())
+        assert audit.failures == 1
+        assert audit.last_error == "a record could not be built: KeyError"
+    finally:
+        audit.close()
+
+    records = read(path)
+    assert [r.get("request_id") for r in records if r["event"] == "request"] == ["r-1", "r-3"]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))  # no gap
+    report = check(path, key)
+    assert report.ok, report
+
+
+def test_a_latency_is_recorded_to_the_microsecond() -> None:
+    ctx = RequestContext("r-1", "GET", "/", b"", "127.0.0.1", "curl/8")
+    ctx.started -= 0.0123456789
+    latency = ctx.elapsed_ms()
+    assert 12.345 <= latency < 13 and latency == round(latency, 3)
+
+
 def test_a_turn_that_cannot_be_sealed_counts_every_record_it_lost(
         tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The first of the turn's records finds the file due for rotation, and the rename fails:
