@@ -133,6 +133,16 @@ def test_a_torn_last_line_is_reported_as_a_crash_and_the_chain_goes_on(
     assert "torn last line" in read(path)[0]["recovered"]
 
 
+def assert_whole_trail(path: Path, key: Path, request_ids: list[str]) -> None:
+    """The trail (rotated files included) holds the records of these requests, in this order,
+    numbered without a gap, and verifies."""
+    records = [r for f in trail_files([path]) for r in read(f)]
+    assert [r.get("request_id") for r in records if r["event"] == "request"] == request_ids
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))  # no gap
+    report = check(path, key)
+    assert report.ok, report
+
+
 def read_lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines()
 
@@ -457,11 +467,7 @@ def test_a_turn_that_cannot_be_written_is_counted_and_the_chain_stays_whole(
     finally:
         audit.close()
 
-    records = read(path)
-    assert [r.get("request_id") for r in records if r["event"] == "request"] == ["r-1", "r-4"]
-    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))  # no gap
-    report = check(path, key)
-    assert report.ok, report
+    assert_whole_trail(path, key, ["r-1", "r-4"])
 
 
 def test_records_waiting_at_close_are_written(tmp_path: Path, key: Path) -> None:
@@ -568,11 +574,7 @@ def test_a_record_that_cannot_be_built_is_counted_and_the_others_are_written(
     finally:
         audit.close()
 
-    records = read(path)
-    assert [r.get("request_id") for r in records if r["event"] == "request"] == ["r-1", "r-3"]
-    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))  # no gap
-    report = check(path, key)
-    assert report.ok, report
+    assert_whole_trail(path, key, ["r-1", "r-3"])
 
 
 def test_a_latency_is_recorded_to_the_microsecond() -> None:
@@ -607,9 +609,4 @@ def test_a_turn_that_cannot_be_sealed_counts_every_record_it_lost(
     finally:
         audit.close()
 
-    records = [r for f in trail_files([path])
-               for r in read(f)]
-    assert [r.get("request_id") for r in records if r["event"] == "request"] == ["r-3"]
-    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
-    report = check(path, key)
-    assert report.ok, report
+    assert_whole_trail(path, key, ["r-3"])
