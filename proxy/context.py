@@ -87,4 +87,3 @@ class RequestContext:
         """Note when the answer goes out: its audit record may be built a little later, from
         this context (audit/record.py)."""
         self.answered = (time.time_ns(), self.elapsed_ms())
-
