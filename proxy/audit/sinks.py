@@ -10,7 +10,7 @@ record amid its request's work, is what keeps the trail cheap: sealing them toge
 fifth cheaper, building them there too took the trail's cost from 11–19 (mean 15) to 11–14 µs
 a request (its CPU in the running proxy: A/B runs of separate instances, and make bench); a
 write every 2 ms instead of one at the end of each turn of the event loop (≈8 records at 6,000
-requests/s) measured 1–4 µs a request cheaper: ext4 takes 0.7 µs a KB in writes of 8 KB, 0.4
+requests/s) measured 3–4 µs a request cheaper: ext4 takes 0.7 µs a KB in writes of 8 KB, 0.4
 in writes of 32 KB. Any other record is sealed and goes out at once, after whatever was waiting
 before it: the chain's order is the order of the calls, and the file's order is the chain's.
 Write-ahead records (`write_ahead`) are also made durable: a syncer thread fsyncs on behalf of
