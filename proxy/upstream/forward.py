@@ -117,7 +117,9 @@ class Upstream:
                              or isinstance(exc, aiohttp.ClientConnectorError))
                 probe = False
                 if not (retry and self.retries.may_retry(attempt, "connect")):
-                    raise self._unreachable() from None
+                    if isinstance(exc, aiohttp.ClientConnectorError):
+                        raise self._unreachable() from None
+                    raise self._disconnected() from None
             finally:
                 self.breaker.abandoned(probe)  # cancelled mid-probe: the next request probes
             attempt += 1
@@ -137,6 +139,14 @@ class Upstream:
     def _unreachable(self) -> Reject:
         return Reject(502, "upstream-unreachable", "Bad gateway",
                       f"{self.name} could not be reached")
+
+    def _disconnected(self) -> Reject:
+        # Connected, the call sent (or being sent), then no answer: unlike a connection that
+        # never opened, the call may have been carried out, and a caller deciding whether to
+        # send a write again needs to know that.
+        return Reject(502, "upstream-disconnected", "Bad gateway",
+                      f"{self.name} closed the connection without answering; the call may "
+                      "have been carried out there")
 
     async def get_json(self, raw_path_and_query: bytes, headers: Headers,
                        method: str = "GET", body: bytes | None = None,

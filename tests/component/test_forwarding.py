@@ -9,7 +9,9 @@ reads them (group team-a-readers).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +35,7 @@ from tests.harness import (
     Stream,
     bearer,
     legacy_websocket_warnings,
+    loopback_socket,
     refused_port,
     wait_for,
 )
@@ -243,6 +246,75 @@ async def test_chunked_body_within_limit_is_streamed_through(
 
 
 # -- upstream failures ----------------------------------------------------------------------
+
+
+class HangsUp:
+    """An upstream that reads each request, then closes the connection without an answer."""
+
+    def __init__(self) -> None:
+        self.sock = loopback_socket()
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                if data:
+                    self.requests.append(data.split(b"\r\n", 1)[0])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [("POST", TRIGGER, {"logical_date": None}),
+                                                      ("GET", DAG, None)])
+def test_an_upstream_that_hangs_up_is_502_saying_the_call_may_have_run(
+        idp: FakeIdP, start_orchgate: StartOrchgate, method: str, path: str,
+        body: dict[str, Any] | None) -> None:
+    # Unlike a refused connection, the call reached the upstream: the caller is told it may
+    # have been carried out (a write is not sent again by orchgate, a read is).
+    hangs_up = HangsUp()
+    try:
+        gate = start_orchgate(airflow_url=f"http://127.0.0.1:{hangs_up.port}")
+        with gate.client() as client:
+            response = client.request(method, path, json=body,
+                                      headers=bearer(idp.token("alice", groups=DEPLOYERS)))
+            live = client.get("/_orchgate/livez")
+    finally:
+        hangs_up.close()
+
+    problem = assert_problem(response, 502, "upstream-disconnected")
+    assert problem["detail"] == ("airflow closed the connection without answering; the call "
+                                 "may have been carried out there")
+    assert str(hangs_up.port) not in json.dumps(problem)
+    assert live.status_code == 200
+    record = assert_audited(gate, response, sub="alice", decision="allow", status=502)
+    assert (record["upstream_status"], record["problem"]) == (None, "upstream-disconnected")
+    sent = [line.split(b" ")[0].decode() for line in hangs_up.requests]
+    if method == "POST":
+        assert sent == ["POST"]  # a write goes once
+        assert record["intent_seq"] is not None  # and was on file before it went
+    else:
+        assert len(sent) >= 2 and set(sent) == {"GET"}  # a read is tried again first
 
 
 def test_upstream_down_is_502_and_orchgate_stays_live(
