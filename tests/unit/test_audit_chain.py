@@ -7,6 +7,7 @@ import errno
 import itertools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,30 @@ def test_a_torn_last_line_is_reported_as_a_crash_and_the_chain_goes_on(
     assert report.ok, report.render()
     assert len(report.torn) == 1 and len(trail_files([path])) == 2
     assert "torn last line" in read(path)[0]["recovered"]
+
+
+def outage(audit: AuditLog, monkeypatch: pytest.MonkeyPatch, fail: Callable[[], object], *,
+           before: list[int], lost: list[int], after: int) -> None:
+    """Write `before`; `fail()` breaks the trail for the records `lost`, each counted; once
+    mended (monkeypatch undone), `after` is written and the trail is healthy again. Closes
+    `audit`."""
+    async def turns() -> None:
+        for i in before:
+            audit.write(request(i), soon=True)
+        await turn_ends()
+        fail()
+        for i in lost:
+            audit.write(request(i), soon=True)
+        await turn_ends()
+        monkeypatch.undo()
+        assert not audit.healthy and audit.failures == len(lost)
+        audit.write(request(after), soon=True)
+        await turn_ends()
+        assert audit.healthy
+    try:
+        asyncio.run(turns())
+    finally:
+        audit.close()
 
 
 def assert_whole_trail(path: Path, key: Path, request_ids: list[str]) -> None:
@@ -448,26 +473,10 @@ def test_without_an_event_loop_a_record_is_written_at_once(tmp_path: Path) -> No
 def test_a_turn_that_cannot_be_written_is_counted_and_the_chain_stays_whole(
         tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     audit = AuditLog(settings(tmp_path, key))
-    path = tmp_path / "audit.jsonl"
-
-    async def turns() -> None:
-        audit.write(request(1), soon=True)
-        await turn_ends()
-        count_writes(monkeypatch, fail=True)  # the disk fills up …
-        audit.write(request(2), soon=True)
-        audit.write(request(3), soon=True)
-        await turn_ends()
-        monkeypatch.undo()  # … and has room again
-        assert not audit.healthy and audit.failures == 2
-        audit.write(request(4), soon=True)
-        await turn_ends()
-        assert audit.healthy
-    try:
-        asyncio.run(turns())
-    finally:
-        audit.close()
-
-    assert_whole_trail(path, key, ["r-1", "r-4"])
+    # the disk fills up, and has room again
+    outage(audit, monkeypatch, lambda: count_writes(monkeypatch, fail=True),
+           before=[1], lost=[2, 3], after=4)
+    assert_whole_trail(tmp_path / "audit.jsonl", key, ["r-1", "r-4"])
 
 
 def test_records_waiting_at_close_are_written(tmp_path: Path, key: Path) -> None:
@@ -589,24 +598,10 @@ def test_a_turn_that_cannot_be_sealed_counts_every_record_it_lost(
     # The first of the turn's records finds the file due for rotation, and the rename fails:
     # none of the three is sealed, all three are counted, and the chain goes on whole.
     audit = AuditLog(settings(tmp_path, key, rotate_bytes=1))
-    path = tmp_path / "audit.jsonl"
 
     def rename(self: Path, target: Path) -> Path:
         raise OSError(errno.EACCES, "Permission denied")
 
-    async def turns() -> None:
-        monkeypatch.setattr(Path, "rename", rename)
-        for i in range(3):
-            audit.write(request(i), soon=True)
-        await turn_ends()
-        monkeypatch.undo()
-        assert not audit.healthy and audit.failures == 3
-        audit.write(request(3), soon=True)
-        await turn_ends()
-        assert audit.healthy
-    try:
-        asyncio.run(turns())
-    finally:
-        audit.close()
-
-    assert_whole_trail(path, key, ["r-3"])
+    outage(audit, monkeypatch, lambda: monkeypatch.setattr(Path, "rename", rename),
+           before=[], lost=[0, 1, 2], after=3)
+    assert_whole_trail(tmp_path / "audit.jsonl", key, ["r-3"])
