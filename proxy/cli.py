@@ -178,16 +178,10 @@ def _serve(config: Path, host: str, port: int, workers: int,
 
 
 def _serve_workers(config: Any, metrics: MetricsSettings | None) -> int:
-    """`--workers N`: uvicorn's supervisor, which closes the listening socket on SIGTERM
-    (new connections are refused, not left in its backlog while the workers drain), and
-    serves the metrics of every worker (prometheus_client's multiprocess mode)."""
-    from uvicorn.supervisors import Multiprocess
-
-    class Supervisor(Multiprocess):
-        def handle_term(self) -> None:
-            for sock in self.sockets:
-                sock.close()  # each worker closes its copy as it starts draining
-            super().handle_term()
+    """`--workers N`: a supervisor that gives each worker a listening socket of its own on the
+    port (proxy/workers.py), and serves the metrics of every worker (prometheus_client's
+    multiprocess mode)."""
+    from proxy.workers import Supervisor
 
     directory = None
     exporter = None
@@ -200,7 +194,7 @@ def _serve_workers(config: Any, metrics: MetricsSettings | None) -> int:
         os.environ[prometheus.MULTIPROC_ENV] = directory
         exporter = prometheus.start_server(metrics, prometheus.multiprocess_registry())
     try:
-        Supervisor(config, sockets=[config.bind_socket()]).run()
+        Supervisor(config).run()
     finally:
         if exporter is not None:
             exporter.stop()

@@ -1,8 +1,10 @@
 """`orchgate serve` as a real process between the fake IdP and the recording upstream:
-graceful shutdown on SIGTERM, and `--workers N` with the metrics of every worker."""
+graceful shutdown on SIGTERM, and `--workers N` with the metrics of every worker and a
+listening socket of each worker's own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +13,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection
 from pathlib import Path
 
 import httpx2
@@ -167,3 +171,119 @@ def test_workers_share_one_metrics_endpoint(
         audit_verifies(trail)
     served_by = [json.loads(line) for trail in trails for line in trail.read_text().splitlines()]
     assert len([r for r in served_by if r.get("event") == "request"]) == 12
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def listeners(port: int, pids: set[int]) -> dict[int, set[int]]:
+    """Each socket listening on the loopback port (by inode) → which of `pids` hold it."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":  # LISTEN
+            inodes.add(int(fields[9]))
+    held: dict[int, set[int]] = {inode: set() for inode in inodes}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in (Path("/proc") / str(pid) / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inode = int(target[8:-1])
+                        if inode in held:
+                            held[inode].add(pid)
+    return held
+
+
+def own_sockets(served: Served) -> dict[int, int]:
+    """Once two sockets listen on the port: checked to be one per worker, none in the
+    supervisor; worker pid → socket inode."""
+    supervisor = served.process.pid
+
+    def two() -> dict[int, set[int]] | None:
+        held = listeners(served.port, {supervisor} | children(supervisor))
+        return held if len(held) == 2 else None
+    held = wait_for(two, START_SECONDS * 2, "two sockets listening on the port")
+    assert all(len(pids) == 1 and supervisor not in pids for pids in held.values()), held
+    owners = {next(iter(pids)): inode for inode, pids in held.items()}
+    assert len(owners) == 2, held  # each held by a worker of its own
+    return owners
+
+
+def get_twice(url: str, token: str) -> list[int]:
+    """Two calls on one new keep-alive connection; their statuses."""
+    parts = url.split("//", 1)[1]
+    connection = HTTPConnection(parts, timeout=5.0)
+    try:
+        statuses = []
+        for _ in range(2):
+            connection.request("GET", "/airflow/api/v2/dags/team_a_etl", headers=bearer(token))
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+        return statuses
+    finally:
+        connection.close()
+
+
+def test_each_worker_listens_on_its_own_socket_and_a_dead_workers_socket_goes_with_it(
+        idp: FakeIdP, upstream: RecordingUpstream, serve: Callable[..., Served]) -> None:
+    served = serve(workers=2)
+    token = idp.token("alice", groups=["team-a-deployers"])
+    first = own_sockets(served)
+
+    # 32 keep-alive connections opened at once: the kernel spreads them over both sockets
+    # (all 32 on one of two sockets: 1 chance in 2**31).
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(lambda _: get_twice(served.url, token), range(32)))
+    assert statuses == [[200, 200]] * 32
+
+    def served_by() -> dict[int, int] | None:  # records are written within a few ms
+        counts = {}
+        for pid in first:
+            trail = served.audit_file.with_name(f"audit.w{pid}.jsonl")
+            whole = trail.read_text().split("\n")[:-1]  # not a line still being written
+            counts[pid] = sum(1 for line in whole if json.loads(line).get("event") == "request")
+        return counts if sum(counts.values()) == 64 else None
+    per_worker = wait_for(served_by, what="64 request records")
+    assert all(per_worker.values()), per_worker  # both workers served
+
+    # A worker killed: its socket closes with it, so no new connection waits on a socket
+    # nobody accepts from — each one is answered (by the other worker) within its timeout.
+    dead = min(first)
+    os.kill(dead, signal.SIGKILL)
+    wait_for(lambda: dead not in children(served.process.pid), what="the worker gone")
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: get_twice(served.url, token), range(16)))
+    assert statuses == [[200, 200]] * 16
+
+    # Its replacement listens on a new socket of its own.
+    again = own_sockets(served)
+    assert dead not in again and len(set(again) & set(first)) == 1
+    assert not set(again.values()) & {first[dead]}
+
+    # SIGHUP replaces every worker, each with a new socket, the supervisor keeping none.
+    os.kill(served.process.pid, signal.SIGHUP)
+
+    def restarted() -> bool:
+        held = listeners(served.port, {served.process.pid} | children(served.process.pid))
+        owners = [pid for pids in held.values() for pid in pids]
+        return len(held) == 2 and len(set(owners)) == 2 and not set(owners) & set(again)
+    wait_for(restarted, START_SECONDS * 2, "both workers replaced")
+    assert not set(own_sockets(served).values()) & set(again.values())
+    assert [get_twice(served.url, token) for _ in range(4)] == [[200, 200]] * 4
+
+    os.kill(served.process.pid, signal.SIGTERM)
+    wait_for(served.refuses, 3.0, "new connections refused")
+    assert served.process.wait(START_SECONDS) == 0
