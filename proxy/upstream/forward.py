@@ -1,8 +1,10 @@
-"""Streaming HTTP forwarding to one upstream, on aiohttp.
+"""Streaming HTTP forwarding to one upstream.
 
-aiohttp carries the data path (DESIGN.md §2: httpx's default transport was 5–9× slower here).
-One pooled session per upstream; redirects are never followed; bodies are streamed both ways
-unless a step asked for the body (then it is already buffered, within the size limit).
+Requests go out on a pool of keep-alive connections of orchgate's own client (upstream/h1.py:
+aiohttp's cost half the CPU budget of a request; httpx's default transport was 5–9× slower
+still, DESIGN.md §2); aiohttp's session carries websockets and health checks. Redirects are
+never followed; bodies are streamed both ways unless a step asked for the body (then it is
+already buffered, within the size limit).
 Idempotent calls are retried and every call passes the upstream's circuit breaker
 (upstream/resilience.py).
 """
@@ -22,6 +24,7 @@ from yarl import URL
 from proxy import metrics
 from proxy.errors import Reject
 from proxy.settings import BreakerSettings, Limits, RetrySettings, UpstreamSettings
+from proxy.upstream import h1
 from proxy.upstream.resilience import RETRY_STATUSES, CircuitBreaker, Retries
 
 Headers = list[tuple[bytes, bytes]]
@@ -37,11 +40,15 @@ class Upstream:
         self.name = settings.name
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
+        self._pool: h1.Pool | None = None
         self.retries = Retries(settings.name, retries or RetrySettings())
         self.breaker = CircuitBreaker(settings.name, breaker or BreakerSettings())
         self._latency = metrics.UPSTREAM_SECONDS.labels(settings.name)
 
     async def start(self) -> None:
+        self._pool = h1.Pool(self.settings.url, self._limits.pool_size,
+                             self._limits.connect_timeout_seconds,
+                             self._limits.read_timeout_seconds)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._limits.pool_size, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None,
@@ -53,6 +60,8 @@ class Upstream:
         )
 
     async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -62,21 +71,25 @@ class Upstream:
         return self._session
 
     def url(self, raw_path_and_query: bytes) -> URL:
-        # encoded=True: the path goes out byte for byte as edge.canonical_path accepted it.
+        """For aiohttp (websockets). encoded=True: the path goes out byte for byte as
+        edge.canonical_path accepted it."""
         return URL(self.settings.url + raw_path_and_query.decode("ascii"), encoded=True)
+
+    @property
+    def pool(self) -> h1.Pool:
+        assert self._pool is not None, "Upstream.start() was not called"
+        return self._pool
 
     @asynccontextmanager
     async def request(self, method: str, raw_path_and_query: bytes, headers: Headers,
                       body: bytes | AsyncIterator[bytes] | None, retry: bool | None = None
-                      ) -> AsyncIterator[aiohttp.ClientResponse]:
+                      ) -> AsyncIterator[h1.Answer]:
         """Send a request; connection failures → 502, timeouts → 504 (as `Reject`), an open
         circuit → 503. `retry`: the call is idempotent (default: GET and HEAD are); a streamed
         body is never sent twice, and a response handed to the caller is never retried."""
         if retry is None:
             retry = method in ("GET", "HEAD")
         retry = retry and not isinstance(body, AsyncIterator)
-        url = self.url(raw_path_and_query)
-        sent = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
         self.retries.budget.request()
         attempt = 0
         yielded = False
@@ -84,9 +97,9 @@ class Upstream:
             probe = self.breaker.admit()
             started = time.perf_counter()
             try:
-                async with self.session.request(method, url, headers=sent, data=body,
-                                                allow_redirects=False, compress=None
-                                                ) as response:
+                # The path goes out byte for byte as edge.canonical_path accepted it.
+                async with self.pool.exchange(method, raw_path_and_query, headers, body
+                                              ) as response:
                     self._latency.observe(time.perf_counter() - started)
                     self.breaker.succeeded(probe)
                     probe = False
@@ -102,22 +115,22 @@ class Upstream:
                 probe = False
                 # Only a connection that never opened is retried: an upstream too slow to
                 # answer would be as slow again, and the caller would wait twice as long.
-                if not (retry and isinstance(exc, aiohttp.ConnectionTimeoutError)
+                if not (retry and isinstance(exc, h1.ConnectTimedOut)
                         and self.retries.may_retry(attempt, "connect-timeout")):
                     raise self._timeout() from None
-            except aiohttp.ClientPayloadError:
+            except h1.BrokenAnswer:
                 raise Reject(502, "upstream-error", "Bad gateway",
                              f"{self.name} sent a broken response") from None
-            except (aiohttp.ClientConnectionError, OSError) as exc:
+            except (h1.ConnectFailed, h1.Disconnected, OSError) as exc:
                 if yielded:
                     raise self._unreachable() from None
                 # A streamed body that fails surfaces here too: that is the caller's doing
                 # (too large, gone), not the upstream's, unless the connection never opened.
                 self._failed(probe, "connect", counts=not isinstance(body, AsyncIterator)
-                             or isinstance(exc, aiohttp.ClientConnectorError))
+                             or isinstance(exc, h1.ConnectFailed))
                 probe = False
                 if not (retry and self.retries.may_retry(attempt, "connect")):
-                    if isinstance(exc, aiohttp.ClientConnectorError):
+                    if isinstance(exc, h1.ConnectFailed):
                         raise self._unreachable() from None
                     raise self._disconnected() from None
             finally:

@@ -25,8 +25,8 @@ async def forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, heade
     try:
         await _forward(ctx, upstream, path_qs, headers, body, send)
     except Reject:
-        # A failure while streaming the caller's body surfaces from aiohttp as a connection
-        # error; the caller's own fault (too large, went away) is the true answer.
+        # A failure while streaming the caller's body surfaces from the client as a lost
+        # connection; the caller's own fault (too large, went away) is the true answer.
         if ctx.body_error is not None:
             raise ctx.body_error from None
         raise
@@ -58,7 +58,7 @@ async def _forward(ctx: RequestContext, upstream: Upstream, path_qs: bytes, head
         await send({"type": "http.response.start", "status": response.status,
                     "headers": out_headers})
         ctx.response_started = True
-        async for chunk in response.content.iter_any():
+        async for chunk in response.iter_chunks():
             ctx.bytes_out += len(chunk)
             if ctx.capture is not None and len(ctx.capture) < CAPTURE_LIMIT:
                 ctx.capture += chunk  # a creation's answer names what it created (record.py)
