@@ -106,7 +106,8 @@ class _Connection(asyncio.Protocol):
                                     f"{type(exc).__name__}"))
 
     def eof_received(self) -> bool:
-        # An answer delimited by the close ends here; llhttp is told so by the close itself.
+        # Close our end too; an answer that ends with the close is complete then
+        # (connection_lost).
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
