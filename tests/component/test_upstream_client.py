@@ -95,6 +95,17 @@ def answering(*answers: bytes, then_close: bool = False) -> Callable[[Upstream],
     return make
 
 
+def unanswering(hang_up: bool) -> Callable[[Upstream], Handler]:
+    """A handler that reads the request head and never answers: it hangs up, or it waits."""
+    def make(upstream: Upstream) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await upstream.head(reader)
+            if not hang_up:
+                await reader.read()  # until the client closes
+        return handler
+    return make
+
+
 def serving(make: Callable[[Upstream], Handler]) -> Upstream:
     upstream = Upstream(lambda r, w: asyncio.sleep(0))
     upstream.handler = make(upstream)
@@ -216,13 +227,7 @@ def test_a_refused_connection_is_connect_failed(run: Any) -> None:
 
 def test_an_upstream_that_hangs_up_without_answering_is_disconnected(run: Any) -> None:
     async def main() -> None:
-        def make(upstream: Upstream) -> Handler:
-            async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                              ) -> None:
-                await upstream.head(reader)
-            return handler
-
-        async with serving(make) as upstream:
+        async with serving(unanswering(hang_up=True)) as upstream:
             pool = upstream.pool()
             with pytest.raises(h1.Disconnected):
                 await get(pool, method="POST", body=b"{}")
@@ -250,14 +255,7 @@ def test_a_body_that_breaks_off_or_garbage_is_a_broken_answer(run: Any) -> None:
 
 def test_a_silent_upstream_times_out(run: Any) -> None:
     async def main() -> None:
-        def make(upstream: Upstream) -> Handler:
-            async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                              ) -> None:
-                await upstream.head(reader)
-                await reader.read()  # never answers
-            return handler
-
-        async with serving(make) as upstream:
+        async with serving(unanswering(hang_up=False)) as upstream:
             pool = upstream.pool(read_timeout=0.3)
             loop = asyncio.get_running_loop()
             started = loop.time()
