@@ -165,7 +165,7 @@ def _serve(config: Path, host: str, port: int, workers: int,
     os.environ["ORCHGATE_WORKERS"] = str(workers)
     options: dict[str, Any] = dict(
         factory=True, host=host, port=port, workers=workers,
-        http="httptools", loop="uvloop", ws="websockets-sansio", lifespan="on",
+        http="proxy.server:Protocol", loop="uvloop", ws="websockets-sansio", lifespan="on",
         # orchgate sets X-Forwarded-* itself and trusts only configured proxies; uvicorn's
         # own proxy-header handling would rewrite the client address before it.
         proxy_headers=False, server_header=False, access_log=False,

@@ -6,7 +6,8 @@
                        answers as each test scripts it (JSON, slow, streamed NDJSON, Prefect's
                        websocket protocol); it stands in for Airflow and Prefect at once
     Orchgate           `proxy.app.create_app(settings)` under a real `uvicorn.Server`
-                       (httptools, uvloop, lifespan on) in a background thread
+                       (proxy.server.Protocol over httptools, uvloop, lifespan on) in a
+                       background thread
 
 Each server runs on its own event loop in its own thread, so tests can be plain functions
 driving real sockets (httpx2, `websockets.sync`, or raw bytes via `Orchgate.exchange`). Every
@@ -577,7 +578,7 @@ class Orchgate:
         # test process keeps its own.
         self.app = create_app(self.settings)
         config = uvicorn.Config(
-            self.app, http="httptools", loop="uvloop", ws=self.ws,
+            self.app, http="proxy.server:Protocol", loop="uvloop", ws=self.ws,
             lifespan="on", proxy_headers=False, server_header=False, access_log=False,
             log_config=None, timeout_graceful_shutdown=2,
         )
