@@ -19,7 +19,6 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -296,6 +295,38 @@ class Answer:
             yield chunk
 
 
+class Exchange:
+    """One request on a pooled connection, as an async context manager (a class rather than a
+    generator: this runs for every forwarded request)."""
+
+    __slots__ = ("_body", "_connection", "_head", "_head_only", "_pool")
+
+    def __init__(self, pool: Pool, head: bytes, body: bytes | AsyncIterator[bytes] | None,
+                 head_only: bool) -> None:
+        self._pool = pool
+        self._head = head
+        self._body = body
+        self._head_only = head_only
+        self._connection: _Connection | None = None
+
+    async def __aenter__(self) -> Answer:
+        connection = self._connection = await self._pool._acquire()
+        connection.head_only = self._head_only
+        try:
+            await connection.send(self._head, self._body)
+            await connection.head()
+        except BaseException:
+            self._connection = None
+            self._pool._release(connection)
+            raise
+        return Answer(connection)
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            self._pool._release(connection)
+
+
 class Pool:
     """Keep-alive connections to one upstream (at most `limit`; more callers wait their turn).
     The most recently used idle connection is reused first; one idle for `IDLE_SECONDS` is
@@ -316,36 +347,32 @@ class Pool:
         self._open = 0
         self._turns: deque[asyncio.Future[None]] = deque()
 
-    @asynccontextmanager
-    async def exchange(self, method: str, target: bytes, headers: Headers,
-                       body: bytes | AsyncIterator[bytes] | None) -> AsyncIterator[Answer]:
-        """Send one request and yield its answer once its head arrived; the connection goes
-        back to the pool if the answer was read to its end, else it is closed."""
-        head = self._head(method, target, headers, body)
-        connection = await self._acquire()
-        connection.head_only = method == "HEAD"
-        try:
-            await connection.send(head, body)
-            await connection.head()
-            yield Answer(connection)
-        finally:
-            self._release(connection)
+    def exchange(self, method: str, target: bytes, headers: Headers,
+                 body: bytes | AsyncIterator[bytes] | None) -> Exchange:
+        """Send one request and yield its answer once its head arrived (`async with`); the
+        connection goes back to the pool if the answer was read to its end, else it is
+        closed."""
+        return Exchange(self, self._head(method, target, headers, body), body,
+                        method == "HEAD")
 
     def _head(self, method: str, target: bytes, headers: Headers,
               body: bytes | AsyncIterator[bytes] | None) -> bytes:
         lines = [b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (
             method.encode("ascii"), self.base, target, self.host_header)]
-        for name, value in headers:
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                raise ValueError("a header name or value holds a line break")
-            lines.append(b"%s: %s\r\n" % (name, value))
+        lines += [b"%s: %s\r\n" % header for header in headers]
         if isinstance(body, bytes):
             if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
                 lines.append(b"content-length: %d\r\n" % len(body))
         elif body is not None:
             lines.append(b"transfer-encoding: chunked\r\n")
         lines.append(b"\r\n")
-        return b"".join(lines)
+        head = b"".join(lines)
+        # Each piece ends in the one CR LF put there above (the first in two): any other is a
+        # line break in a method, target, header name or value, which would split the request.
+        breaks = len(lines) + 1
+        if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
+            raise ValueError("a header name or value holds a line break")
+        return head
 
     async def _acquire(self) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -303,9 +303,12 @@ def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(run: Any) -
     async def main() -> None:
         async with serving(answering(OK)) as upstream:
             pool = upstream.pool()
-            for header in ((b"x-a", b"1\r\nx-injected: 1"), (b"x-a\nb", b"1")):
+            for header in ((b"x-a", b"1\r\nx-injected: 1"), (b"x-a\nb", b"1"),
+                           (b"x-a", b"1\rx-b: 2"), (b"x-a\r", b"1"), (b"x-a", b"\n")):
                 with pytest.raises(ValueError, match="line break"):
-                    await get(pool, headers=[header])
+                    await get(pool, headers=[(b"x-ok", b"1"), header])
+            with pytest.raises(ValueError, match="line break"):
+                await get(pool, b"/api/v2/dags HTTP/1.1\r\nx-smuggled: 1\r\n\r\nGET /")
             assert upstream.connections == 0
     run(main())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from proxy.edge import (
     canonical_path,
+    decoded_path,
     downstream_response_headers,
     forwarded_for,
     is_trusted,
@@ -119,6 +121,29 @@ def test_quoting_then_canonicalizing_gives_the_decoded_path(
     assert canonical_path(quote(decoded).encode("ascii")) == decoded
     if decoded.isascii():
         assert canonical_path(decoded.encode("ascii")) == decoded
+
+
+def _outcome(check: Callable[[bytes], str], raw: bytes) -> str | tuple[int, str]:
+    try:
+        return check(raw)
+    except Reject as reject:
+        return (reject.status, reject.slug)
+
+
+# Raw paths built from the bytes that decide: separators, dots, escapes and what they encode,
+# `;`, `#`, controls, non-ASCII, and plain characters.
+_RAW_PATH = st.lists(st.sampled_from([
+    b"/", b"/", b".", b"..", b"a", b"Z9", b"_-~", b":+@!$&'()*,=", b"%2e", b"%2E", b"%2f",
+    b"%25", b"%41", b"%", b";", b"#", b"\\", b"\x00", b"\x7f", b" ", b"\xc3\xa9", b"?",
+]), max_size=10).map(b"".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(raw=_RAW_PATH)
+def test_the_plain_path_look_agrees_with_the_segment_walk(raw: bytes) -> None:
+    """The regular expression most paths take accepts only paths the segment-by-segment walk
+    accepts, and gives the same decoded path."""
+    assert _outcome(canonical_path, raw) == _outcome(decoded_path, raw)
 
 
 def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
