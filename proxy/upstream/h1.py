@@ -70,6 +70,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.error: UpstreamError | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.deadline = 0.0  # of the wait in progress (the read timeout)
+        self.timer: asyncio.TimerHandle | None = None
         self.drained: asyncio.Future[None] | None = None
         self.writing_paused = False
         self.head_only = False  # the answer to HEAD: no body follows its head
@@ -111,6 +113,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.busy and not self.complete and self.error is None:
             if self.until_close:
                 self.complete = True
@@ -189,15 +194,30 @@ class _Connection(asyncio.Protocol):
 
     async def _wait(self) -> None:
         """Until the parser has something new (or the connection failed), at most the read
-        timeout."""
+        timeout.
+
+        One timer per connection, not one per wait (a timer costs more than the rest of a
+        wait): each wait moves the deadline; the timer, when it fires, fails the wait in
+        progress if its deadline has passed and otherwise sets itself for the new one."""
         loop = asyncio.get_running_loop()
         self.waiter = loop.create_future()
-        timer = loop.call_later(self.pool.read_timeout, self._timed_out)
+        self.deadline = loop.time() + self.pool.read_timeout
+        if self.timer is None:
+            self.timer = loop.call_at(self.deadline, self._check_deadline)
         try:
             await self.waiter
         finally:
-            timer.cancel()
             self.waiter = None
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        if self.waiter is None or self.closed:  # nobody waits: the next wait sets it again
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.deadline:
+            self._timed_out()
+        else:
+            self.timer = loop.call_at(self.deadline, self._check_deadline)
 
     async def send(self, head: bytes, body: bytes | AsyncIterator[bytes] | None) -> None:
         assert self.transport is not None

@@ -266,6 +266,37 @@ def test_a_silent_upstream_times_out(run: Any) -> None:
     run(main())
 
 
+def test_the_read_timeout_counts_from_each_wait_on_a_reused_connection(run: Any) -> None:
+    """A connection's one timer, set during an earlier exchange, does not cut a later one
+    short; it still ends a wait that outlasts the timeout, and the pool goes on."""
+    delays = [0.0, 0.25, 0.25, 1.0]
+
+    def make(upstream: Upstream) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while delays:
+                await upstream.head(reader)
+                await asyncio.sleep(delays.pop(0))
+                writer.write(OK)
+            await reader.read()
+        return handler
+
+    async def main() -> None:
+        async with serving(make) as upstream:
+            pool = upstream.pool(read_timeout=0.4)
+            loop = asyncio.get_running_loop()
+            assert (await get(pool))[0] == 200
+            await asyncio.sleep(0.3)  # idle, in the pool, past most of the first deadline
+            for _ in range(2):  # each answer comes 0.25 s into its own wait: in time
+                assert (await get(pool))[0] == 200
+            assert upstream.connections == 1
+            started = loop.time()
+            with pytest.raises(h1.ReadTimedOut):
+                await get(pool)
+            assert 0.35 < loop.time() - started < 0.9
+            assert pool._open == 0
+    run(main())
+
+
 def test_a_streamed_body_goes_chunked_and_a_failing_one_aborts_the_request(run: Any) -> None:
     async def main() -> None:
         received: list[bytes] = []
