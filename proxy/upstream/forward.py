@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -80,63 +79,17 @@ class Upstream:
         assert self._pool is not None, "Upstream.start() was not called"
         return self._pool
 
-    @asynccontextmanager
-    async def request(self, method: str, raw_path_and_query: bytes, headers: Headers,
-                      body: bytes | AsyncIterator[bytes] | None, retry: bool | None = None
-                      ) -> AsyncIterator[h1.Answer]:
-        """Send a request; connection failures → 502, timeouts → 504 (as `Reject`), an open
-        circuit → 503. `retry`: the call is idempotent (default: GET and HEAD are); a streamed
-        body is never sent twice, and a response handed to the caller is never retried."""
+    def request(self, method: str, raw_path_and_query: bytes, headers: Headers,
+                body: bytes | AsyncIterator[bytes] | None, retry: bool | None = None
+                ) -> Request:
+        """Send a request and hand over its answer (`async with`); connection failures → 502,
+        timeouts → 504 (as `Reject`), an open circuit → 503. `retry`: the call is idempotent
+        (default: GET and HEAD are); a streamed body is never sent twice, and a response
+        handed to the caller is never retried."""
         if retry is None:
             retry = method in ("GET", "HEAD")
         retry = retry and not isinstance(body, AsyncIterator)
-        self.retries.budget.request()
-        attempt = 0
-        yielded = False
-        while True:
-            probe = self.breaker.admit()
-            started = time.perf_counter()
-            try:
-                # The path goes out byte for byte as edge.canonical_path accepted it.
-                async with self.pool.exchange(method, raw_path_and_query, headers, body
-                                              ) as response:
-                    self._latency.observe(time.perf_counter() - started)
-                    self.breaker.succeeded(probe)
-                    probe = False
-                    if not (retry and response.status in RETRY_STATUSES
-                            and self.retries.may_retry(attempt, str(response.status))):
-                        yielded = True
-                        yield response
-                        return
-            except TimeoutError as exc:
-                if yielded:
-                    raise self._timeout() from None
-                self._failed(probe, "timeout", counts=True)
-                probe = False
-                # Only a connection that never opened is retried: an upstream too slow to
-                # answer would be as slow again, and the caller would wait twice as long.
-                if not (retry and isinstance(exc, h1.ConnectTimedOut)
-                        and self.retries.may_retry(attempt, "connect-timeout")):
-                    raise self._timeout() from None
-            except h1.BrokenAnswer:
-                raise Reject(502, "upstream-error", "Bad gateway",
-                             f"{self.name} sent a broken response") from None
-            except (h1.ConnectFailed, h1.Disconnected, OSError) as exc:
-                if yielded:
-                    raise self._unreachable() from None
-                # A streamed body that fails surfaces here too: that is the caller's doing
-                # (too large, gone), not the upstream's, unless the connection never opened.
-                self._failed(probe, "connect", counts=not isinstance(body, AsyncIterator)
-                             or isinstance(exc, h1.ConnectFailed))
-                probe = False
-                if not (retry and self.retries.may_retry(attempt, "connect")):
-                    if isinstance(exc, h1.ConnectFailed):
-                        raise self._unreachable() from None
-                    raise self._disconnected() from None
-            finally:
-                self.breaker.abandoned(probe)  # cancelled mid-probe: the next request probes
-            attempt += 1
-            await asyncio.sleep(self.retries.backoff(attempt))
+        return Request(self, method, raw_path_and_query, headers, body, retry)
 
     def _failed(self, probe: bool, kind: str, counts: bool) -> None:
         metrics.UPSTREAM_FAILURES.labels(self.name, kind).inc()
@@ -186,3 +139,81 @@ class Upstream:
                     return response.status == 200, f"HTTP {response.status}"
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return False, type(exc).__name__
+
+
+class Request:
+    """One call through `Upstream.request`: the attempts until an answer is handed over
+    (`__aenter__`), then what goes wrong while the caller reads it (`__aexit__`). A class
+    rather than a generator: this runs for every forwarded request."""
+
+    __slots__ = ("_body", "_exchange", "_headers", "_method", "_path", "_retry", "_upstream")
+
+    def __init__(self, upstream: Upstream, method: str, raw_path_and_query: bytes,
+                 headers: Headers, body: bytes | AsyncIterator[bytes] | None, retry: bool
+                 ) -> None:
+        self._upstream = upstream
+        self._method = method
+        self._path = raw_path_and_query
+        self._headers = headers
+        self._body = body
+        self._retry = retry
+        self._exchange: h1.Exchange | None = None
+
+    async def __aenter__(self) -> h1.Answer:
+        upstream, retry, body = self._upstream, self._retry, self._body
+        upstream.retries.budget.request()
+        attempt = 0
+        while True:
+            probe = upstream.breaker.admit()
+            started = time.perf_counter()
+            # The path goes out byte for byte as edge.canonical_path accepted it.
+            exchange = upstream.pool.exchange(self._method, self._path, self._headers, body)
+            try:
+                response = await exchange.__aenter__()
+                upstream._latency.observe(time.perf_counter() - started)
+                upstream.breaker.succeeded(probe)
+                probe = False
+                if not (retry and response.status in RETRY_STATUSES
+                        and upstream.retries.may_retry(attempt, str(response.status))):
+                    self._exchange = exchange
+                    return response
+                await exchange.__aexit__(None, None, None)  # this answer is not handed over
+            except TimeoutError as exc:
+                upstream._failed(probe, "timeout", counts=True)
+                probe = False
+                # Only a connection that never opened is retried: an upstream too slow to
+                # answer would be as slow again, and the caller would wait twice as long.
+                if not (retry and isinstance(exc, h1.ConnectTimedOut)
+                        and upstream.retries.may_retry(attempt, "connect-timeout")):
+                    raise upstream._timeout() from None
+            except h1.BrokenAnswer:
+                raise Reject(502, "upstream-error", "Bad gateway",
+                             f"{upstream.name} sent a broken response") from None
+            except (h1.ConnectFailed, h1.Disconnected, OSError) as exc:
+                # A streamed body that fails surfaces here too: that is the caller's doing
+                # (too large, gone), not the upstream's, unless the connection never opened.
+                upstream._failed(probe, "connect", counts=not isinstance(body, AsyncIterator)
+                                 or isinstance(exc, h1.ConnectFailed))
+                probe = False
+                if not (retry and upstream.retries.may_retry(attempt, "connect")):
+                    if isinstance(exc, h1.ConnectFailed):
+                        raise upstream._unreachable() from None
+                    raise upstream._disconnected() from None
+            finally:
+                upstream.breaker.abandoned(probe)  # cancelled mid-probe: the next request probes
+            attempt += 1
+            await asyncio.sleep(upstream.retries.backoff(attempt))
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        _tb: object) -> None:
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            await exchange.__aexit__(kind, exc, _tb)
+        # The answer was handed over: a failure while it is read is the upstream's.
+        if isinstance(exc, TimeoutError):
+            raise self._upstream._timeout() from None
+        if isinstance(exc, h1.BrokenAnswer):
+            raise Reject(502, "upstream-error", "Bad gateway",
+                         f"{self._upstream.name} sent a broken response") from None
+        if isinstance(exc, (h1.ConnectFailed, h1.Disconnected, OSError)):
+            raise self._upstream._unreachable() from None

@@ -19,7 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from proxy.errors import Reject
+from proxy.settings import Limits, UpstreamSettings
 from proxy.upstream import h1
+from proxy.upstream.forward import Upstream as Forwarding
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
@@ -458,4 +461,46 @@ def test_an_https_upstream_is_verified_against_the_trusted_certificates(
             trusting.close()
         finally:
             server.close()
+    run(main())
+
+
+def test_a_failure_after_the_answer_was_handed_over_is_the_upstreams(run: Any) -> None:
+    """Through forwarding (upstream/forward.py): an answer whose body stalls is a 504, one cut
+    short a 502 upstream-error, and the caller's own error while reading passes through."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n"
+
+    def make(upstream: Upstream) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await upstream.head(reader)
+            writer.write(head + b"x" * 10)
+            await writer.drain()
+            if upstream.connections == 2:
+                writer.close()  # cut short
+                return
+            await reader.read()  # stalls (and the third waits for the caller to give up)
+        return handler
+
+    async def main() -> None:
+        async with serving(make) as upstream:
+            forwarding = Forwarding(UpstreamSettings("airflow", upstream.url, "/airflow"),
+                                    Limits(connect_timeout_seconds=2, read_timeout_seconds=0.3))
+            await forwarding.start()
+
+            async def read(fail: bool = False) -> bytes:
+                async with forwarding.request("GET", b"/x", [], None) as answer:
+                    assert answer.status == 200  # handed over
+                    if fail:
+                        raise KeyError("the caller's own")
+                    return await answer.read()
+
+            try:
+                for status, slug in ((504, "upstream-timeout"), (502, "upstream-error")):
+                    with pytest.raises(Reject) as rejected:
+                        await read()
+                    assert (rejected.value.status, rejected.value.slug) == (status, slug)
+                with pytest.raises(KeyError, match="the caller's own"):
+                    await read(fail=True)
+                assert forwarding.pool._open == 0 and upstream.connections == 3
+            finally:
+                await forwarding.close()
     run(main())
