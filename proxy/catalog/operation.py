@@ -113,6 +113,11 @@ class Catalog:
     # Airflow's internal UI API. Anything else outside the API root is simply not found.
     blocked: tuple[tuple[str, str], ...] = ()
     _by_method: dict[str, tuple[Operation, ...]] = field(init=False, repr=False, compare=False)
+    # (method, first segment) → the operations that can match a path starting with it, in
+    # the order above; a path whose first segment no template starts with gets the method's
+    # operations with a parameter there (none in the shipped catalogs).
+    _by_first: dict[tuple[str, str | None], tuple[Operation, ...]] = field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Literal segments win over parameters, as in the upstreams' routers (Prefect's
@@ -122,6 +127,13 @@ class Catalog:
                          key=lambda op: (op.template.count("{"), -len(op.template))):
             by_method.setdefault(op.method, []).append(op)
         object.__setattr__(self, "_by_method", {m: tuple(ops) for m, ops in by_method.items()})
+        by_first: dict[tuple[str, str | None], tuple[Operation, ...]] = {}
+        for method, ops in by_method.items():
+            firsts = {_first_segment(op.template) for op in ops}
+            for first in firsts:
+                by_first[(method, first)] = tuple(
+                    op for op in ops if _first_segment(op.template) in (first, None))
+        object.__setattr__(self, "_by_first", by_first)
 
     def blocked_reason(self, path: str) -> str | None:
         """Why `path` (relative to the upstream's prefix, outside its API root) is refused."""
@@ -132,8 +144,17 @@ class Catalog:
 
     def find(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
         """The operation for (method, path), with its path parameters."""
-        for op in self._by_method.get(method, ()):
-            params = op.match(method, path)
-            if params is not None:
-                return op, params
+        ops = self._by_first.get((method, path[1:].partition("/")[0]))
+        if ops is None:
+            ops = self._by_first.get((method, None), ())
+        for op in ops:
+            m = op._pattern.match(path)
+            if m is not None:
+                return op, m.groupdict()
         return None
+
+
+def _first_segment(template: str) -> str | None:
+    """A template's first segment, or None when a parameter is in it (it matches any)."""
+    first = template[1:].partition("/")[0]
+    return None if "{" in first else first

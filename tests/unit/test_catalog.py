@@ -160,3 +160,45 @@ def test_path_parameters_are_returned_as_given() -> None:
     assert found is not None
     assert found[0].name == "read_deployment_by_name"
     assert found[1] == {"flow_name": "my-flow", "deployment_name": "nightly"}
+
+
+def scan(catalog: Catalog, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
+    """The lookup by definition: every operation of the method, most literal first."""
+    for op in sorted((op for op in catalog.operations if op.method == method),
+                     key=lambda op: (op.template.count("{"), -len(op.template))):
+        params = op.match(method, path)
+        if params is not None:
+            return op, params
+    return None
+
+
+ODD = Catalog("prefect", (
+    Operation("prefect", "by_name", "GET", "/{name}", Action.READ, param="name"),
+    Operation("prefect", "by_name_runs", "GET", "/{name}/runs", Action.READ, param="name"),
+    Operation("prefect", "things", "GET", "/things", Action.READ, scope=Scope.NONE),
+    Operation("prefect", "thing", "GET", "/things/{id}", Action.READ, param="id"),
+    Operation("prefect", "made", "POST", "/things", Action.RUN, scope=Scope.NONE),
+))
+
+
+@pytest.mark.parametrize("system", ["airflow", "prefect", "odd"])
+def test_the_lookup_by_first_segment_finds_what_a_full_scan_finds(system: str) -> None:
+    catalog = CATALOGS.get(system, ODD)
+    paths = {"", "/", "//", "/nowhere", "/things", "/things/", "/things/7", "/things/7/runs",
+             "/x/runs", "/dags/~", "/flows/filter/extra"}
+    for op in catalog.operations:
+        path, _ = concrete(op.template)
+        paths |= {path, path + "/", path + "/extra", path.rsplit("/", 1)[0]}
+    methods = {op.method for op in catalog.operations} | {"HEAD"}
+    checked = 0
+    for method in methods:
+        for path in paths:
+            assert catalog.find(method, path) == scan(catalog, method, path), (method, path)
+            checked += 1
+    assert checked > 20
+    # a parameter first: a path no literal starts with still finds it; a literal still wins
+    assert ODD.find("GET", "/team-a") == (ODD.operations[0], {"name": "team-a"})
+    assert ODD.find("GET", "/team-a/runs") == (ODD.operations[1], {"name": "team-a"})
+    assert ODD.find("GET", "/things") == (ODD.operations[2], {})
+    # both match; equal in literalness, the one declared first wins, as in a full scan
+    assert ODD.find("GET", "/things/runs") == (ODD.operations[1], {"name": "things"})
