@@ -102,6 +102,9 @@ class Upstream:
         return Reject(504, "upstream-timeout", "Upstream timed out",
                       f"{self.name} did not answer in time")
 
+    def _broken(self) -> Reject:
+        return Reject(502, "upstream-error", "Bad gateway", f"{self.name} sent a broken response")
+
     def _unreachable(self) -> Reject:
         return Reject(502, "upstream-unreachable", "Bad gateway",
                       f"{self.name} could not be reached")
@@ -187,8 +190,7 @@ class Request:
                         and upstream.retries.may_retry(attempt, "connect-timeout")):
                     raise upstream._timeout() from None
             except h1.BrokenAnswer:
-                raise Reject(502, "upstream-error", "Bad gateway",
-                             f"{upstream.name} sent a broken response") from None
+                raise upstream._broken() from None
             except (h1.ConnectFailed, h1.Disconnected, OSError) as exc:
                 # A streamed body that fails surfaces here too: that is the caller's doing
                 # (too large, gone), not the upstream's, unless the connection never opened.
@@ -213,7 +215,6 @@ class Request:
         if isinstance(exc, TimeoutError):
             raise self._upstream._timeout() from None
         if isinstance(exc, h1.BrokenAnswer):
-            raise Reject(502, "upstream-error", "Bad gateway",
-                         f"{self._upstream.name} sent a broken response") from None
+            raise self._upstream._broken() from None
         if isinstance(exc, (h1.ConnectFailed, h1.Disconnected, OSError)):
             raise self._upstream._unreachable() from None
