@@ -58,9 +58,10 @@ class AuditRecord(dict[str, Any]):
 
     `presorted`: its keys, and those of every mapping in it, were inserted in sorted order, so
     its plain serialization is already the canonical one (audit/chain.py) and sealing skips
-    the sort."""
+    the sort (set by `record`; not set: not known to be)."""
 
-    presorted = False
+    __slots__ = ("presorted",)
+    presorted: bool
 
 
 # What only the outcome record has: the write-ahead ("intent") record is written before any of it
@@ -78,12 +79,15 @@ def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
     notes = ctx.notes
     at, latency = (ctx.answered if ctx.answered is not None and event == "request"
                    else (time.time_ns(), ctx.elapsed_ms()))
+    made = created(ctx) if ctx.capture is not None else None
+    shadow = notes.get("shadow")
+    ms = at // 1_000_000
     out = AuditRecord({
         "action": None if ctx.action is None else _LABELS[ctx.action],
         "bytes_in": ctx.bytes_in,
         "bytes_out": ctx.bytes_out,
         "client": ctx.client,
-        "created": created(ctx) if ctx.capture is not None else None,
+        "created": made,
         "decision": None if d is None else ("allow" if d.allowed else "deny"),
         "event": event,
         "intent_seq": ctx.intent_seq,
@@ -100,15 +104,15 @@ def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
         "principal": None if p is None else p.audited,
         "problem": ctx.problem,
         "query": ctx.query.decode("latin-1"),
-        "reason": d.reason if d is not None and not d.allowed else None,
+        "reason": None if d is None or d.allowed else d.reason,
         "request_id": ctx.request_id,
         "rule": d.rule.where if d is not None and d.rule is not None else None,
         "schema": SCHEMA,
         "seq": None,
-        "shadow": notes.get("shadow"),
+        "shadow": shadow,
         "status": ctx.status,
         "system": ctx.system,
-        "time": _now(at),
+        "time": _clock[1] if ms == _clock[0] else _now(at),
         "upstream_status": ctx.upstream_status,
         "user_agent": ctx.user_agent,
         "workflows": ctx.workflows,
@@ -119,10 +123,11 @@ def record(ctx: RequestContext, event: str = "request") -> AuditRecord:
     elif len(notes) > ("policy_digest" in notes) + ("shadow" in notes):
         out["notes"] = scrub({k: v for k, v in notes.items()
                               if k not in ("shadow", "policy_digest")})
+        out.presorted = False
+        return out
     # Mappings from outside (lineage, created ids, notes, a shadow decision) keep their own
     # order: such a record is sorted when it is sealed.
-    out.presorted = (out.get("created") is None and out["parent"] is None
-                     and out["shadow"] is None and "notes" not in out)
+    out.presorted = made is None and ctx.parent is None and shadow is None
     return out
 
 

@@ -97,6 +97,32 @@ def test_checkpoints_are_signed_every_n_records_and_at_stop(tmp_path: Path, key:
     assert report.checkpoints == 3
 
 
+def test_checkpoints_fall_every_n_records_when_records_are_written_together(
+        tmp_path: Path, key: Path) -> None:
+    # Outcome records waiting for one write are sealed in runs (audit/sinks.py); a run ends
+    # where a checkpoint is due, so the checkpoints fall where they fall record by record.
+    audit = AuditLog(settings(tmp_path, key, checkpoint_every=4))
+
+    async def together() -> None:
+        for i in range(10):
+            ctx = RequestContext(f"r-{i}", "GET", "/airflow/api/v2/dags", b"", "::1", "curl/8")
+            ctx.status, ctx.answered = 200, (1_700_000_000_000_000_000, 1.0)
+            audit.write_later(build_record, ctx)
+        await turn_ends()
+    try:
+        asyncio.run(together())
+    finally:
+        audit.close()
+    records = read(tmp_path / "audit.jsonl")
+
+    assert [r["event"] for r in records] == (
+        ["start"] + ["request"] * 3 + ["checkpoint"] + ["request"] * 4 + ["checkpoint"]
+        + ["request"] * 3 + ["checkpoint"])
+    assert [c["from_seq"] for c in records if c["event"] == "checkpoint"] == [1, 6, 11]
+    report = check(tmp_path / "audit.jsonl", key)
+    assert report.ok and report.checkpoints == 3, report.render()
+
+
 def test_a_restart_continues_the_chain(tmp_path: Path, key: Path) -> None:
     write_trail(tmp_path, key, 3)
     path = write_trail(tmp_path, key, 3)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import structlog
 from structlog.testing import CapturingLogger
 
+from proxy.audit.chain import digest
 from proxy.audit.logging import REDACTED, json_logger, redact, secret_key
 from proxy.audit.record import record as build_record
 from proxy.audit.sinks import AuditLog
@@ -284,3 +287,49 @@ def test_a_credential_after_any_whitespace_is_masked(
     assert line["user_agent"] == f"{word} {REDACTED}"
     assert OPAQUE not in path.read_text(encoding="utf-8")
     assert OPAQUE not in json.dumps(scrubbed(event="call", agent=ctx.user_agent))
+
+
+def plain_context(i: int) -> RequestContext:
+    """An answered read with nothing credential-shaped in it."""
+    ctx = RequestContext(f"r-{i}", "GET", f"/airflow/api/v2/dags/etl_{i}", b"limit=5",
+                         "127.0.0.1", "curl/8")
+    ctx.principal = Principal("alice", "http://idp", "user", ("team-a",), None, 0.0)
+    ctx.status = ctx.upstream_status = 200
+    ctx.answered = (1_700_000_000_000_000_000 + i, 1.5)
+    return ctx
+
+
+@pytest.mark.parametrize("where", ["query", "user_agent", "path"])
+def test_records_written_together_are_checked_together_and_a_credential_in_one_is_masked(
+        audit_file: tuple[Path, AuditLog], where: str) -> None:
+    # Outcome records that wait for one write are sealed in a run and their lines checked in
+    # one pass (audit/sinks.py); a hit seals the run again, record by record.
+    path, audit = audit_file
+    contexts = [plain_context(i) for i in range(6)]
+    dirty = contexts[3]
+    if where == "query":
+        dirty.query = f"token={JWT}".encode()
+    elif where == "user_agent":
+        dirty.user_agent = f"agent Bearer {OPAQUE}"
+    else:
+        dirty.path = f"/airflow/api/v2/dags/{JWT}"
+
+    async def together() -> None:
+        for ctx in contexts:
+            audit.write_later(build_record, ctx)
+        await asyncio.sleep(0.05)  # past the write that was due
+    asyncio.run(together())
+
+    text = path.read_text(encoding="utf-8")
+    assert JWT not in text and OPAQUE not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [r["request_id"] for r in lines if r["event"] == "request"] == [
+        f"r-{i}" for i in range(6)]
+    for before, after in itertools.pairwise(lines):
+        assert after["prev"] == before["hash"] and after["seq"] == before["seq"] + 1
+    assert all(r["hash"] == digest(r) for r in lines)
+    by_id = {r["request_id"]: r for r in lines if r["event"] == "request"}
+    assert REDACTED in by_id["r-3"][where]
+    for i in (0, 1, 2, 4, 5):
+        assert by_id[f"r-{i}"]["query"] == "limit=5"
+        assert REDACTED not in json.dumps(by_id[f"r-{i}"])
