@@ -95,7 +95,7 @@ class Pipeline:
         audited = False
 
         async def send_audited(message: dict[str, Any]) -> None:
-            # 9 audit: the time of the answer is noted before its last message; within 2 ms
+            # 9 audit: the time of the answer is noted before its last message; within 5 ms
             # its record is built from the context, sealed and written in one write(2) with
             # the other records waiting (audit/sinks.py).
             nonlocal audited

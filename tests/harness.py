@@ -659,7 +659,7 @@ class Orchgate:
 
     def audit_trail(self) -> list[dict[str, Any]]:
         """Every line of the audit file, parsed. A request's record reaches the file within
-        2 ms of its answer (audit/sinks.py): written out first."""
+        5 ms of its answer (audit/sinks.py): written out first."""
         if self.app is not None:
             self.app.pipeline.audit.flush()
         if not self.audit_file.exists():

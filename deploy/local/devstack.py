@@ -72,7 +72,7 @@ class LocalStack:
         return [r for r in self.audit_trail() if r.get("event") == "request"]
 
     def audit_record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-        """The audit record of one request. It reaches the file within 2 ms of the answer
+        """The audit record of one request. It reaches the file within 5 ms of the answer
         (proxy/audit/sinks.py): a moment after the caller may have it, so it is waited for
         (bounded)."""
         deadline = time.monotonic() + timeout

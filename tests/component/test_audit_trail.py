@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,21 @@ def test_when_the_trail_cannot_write_runs_get_503_and_reads_are_served(
     with gate.client() as client:
         run = client.post(TRIGGER, json={"logical_date": None}, headers=bearer(alice(idp)))
         read = client.get("/airflow/api/v2/dags/team_a_etl", headers=bearer(alice(idp)))
-        ready = client.get("/_orchgate/readyz")
+        # The start record and the intent failed at once; the two outcome records fail when
+        # their write comes due (audit/sinks.py, OUTCOME_DELAY): asked again until then.
+        deadline = time.monotonic() + 5
+        while True:
+            ready = client.get("/_orchgate/readyz")
+            audit = ready.json()["checks"]["audit"]
+            if audit["failures"] >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
 
     assert run.status_code == 503, run.text
     assert run.json()["type"] == "urn:orchgate:problem:audit-unavailable"
     assert upstream.requests(UPSTREAM_TRIGGER) == []  # never forwarded
     assert read.status_code == 200
-    audit = ready.json()["checks"]["audit"]
-    assert ready.status_code == 503 and not audit["ready"] and audit["failures"] >= 3
+    assert ready.status_code == 503 and not audit["ready"] and audit["failures"] == 4
 
 
 def test_reads_can_be_refused_too_when_the_trail_fails(

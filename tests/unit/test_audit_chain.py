@@ -353,7 +353,7 @@ def test_the_checkpoint_key_never_enters_the_trail(tmp_path: Path, key: Path) ->
     assert body and body not in path.read_text()
 
 
-# -- outcome records: one write(2) for the records of up to 2 ms ---------------------------------
+# -- outcome records: one write(2) for the records of up to 5 ms ---------------------------------
 
 
 def count_writes(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[int]:
