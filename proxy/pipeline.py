@@ -275,7 +275,7 @@ class Pipeline:
     async def authenticate(self, headers: Headers) -> Principal:
         try:
             token = bearer_token([v for k, v in headers if k == b"authorization"])
-            return await self.verifier.verify(token)
+            return self.verifier.cached(token) or await self.verifier.verify(token)
         except AuthError as err:
             raise unauthorized(err) from None
         except KeysUnavailable:

@@ -36,18 +36,24 @@ _CREATED_NAMES = {"trigger_dag_run": "dag_run", "create_backfill": "backfill",
                   "create_deployment": "deployment"}
 
 
-_clock: tuple[int, str] = (0, "")
+_clock: tuple[int, str] = (-1, "")  # the last millisecond formatted
+_second: tuple[int, str] = (-1, "")  # the last second formatted, without its fraction
 _LABELS = {action: action.label for action in Action}  # an enum's name is slow to read
 
 
 def _now(ns: int) -> str:
-    """The time `ns` (time.time_ns()), to the millisecond, formatted once per millisecond (a
-    busy proxy records several requests in each)."""
-    global _clock
+    """The time `ns` (time.time_ns()) in UTC, to the millisecond, as
+    `datetime.isoformat(timespec="milliseconds")` writes it: the date and time formatted once
+    per second, the milliseconds once per millisecond (a busy proxy records several requests
+    in each; records written together span a few)."""
+    global _clock, _second
     ms = ns // 1_000_000
     if ms != _clock[0]:
-        _clock = (ms, dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(
-            timespec="milliseconds"))
+        second, fraction = divmod(ms, 1000)
+        if second != _second[0]:
+            _second = (second, dt.datetime.fromtimestamp(second, dt.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S"))
+        _clock = (ms, f"{_second[1]}.{fraction:03d}+00:00")
     return _clock[1]
 
 

@@ -133,6 +133,12 @@ class JwksCache:
             raise KeysUnavailable(f"no usable signing keys for {self.issuer.issuer}")
         raise KeyNotFound(kid)
 
+    def known(self, kid: str) -> SigningKey | None:
+        """The key, when `get` would answer it at once without starting a fetch (the set is
+        usable and not due for refresh); None when only `get` can tell."""
+        now = self._clock()
+        return None if self._refresh_due(now) else self._lookup(kid, now)
+
     async def refresh(self) -> None:
         """Fetch the key set now, or join the fetch in flight. Never raises: see `status()`."""
         await asyncio.shield(self._start_fetch())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import errno
 import itertools
 import json
@@ -11,8 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.audit import sinks
 from proxy.audit.chain import (
@@ -25,6 +29,7 @@ from proxy.audit.chain import (
     load_public_key,
 )
 from proxy.audit.files import trail_files
+from proxy.audit.record import _now as record_time
 from proxy.audit.record import record as build_record
 from proxy.audit.sinks import AuditLog, AuditUnavailable
 from proxy.audit.verify import Report, verify
@@ -631,3 +636,17 @@ def test_a_turn_that_cannot_be_sealed_counts_every_record_it_lost(
     outage(audit, monkeypatch, lambda: monkeypatch.setattr(Path, "rename", rename),
            before=[], lost=[0, 1, 2], after=3)
     assert_whole_trail(tmp_path / "audit.jsonl", key, ["r-3"])
+
+
+@hypothesis.settings(max_examples=2000, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=4_102_444_800 * 10**9), min_size=1,
+                max_size=8))
+def test_a_records_time_is_the_iso_form_of_its_millisecond(times: list[int]) -> None:
+    # The time is formatted a second at a time, the milliseconds added (audit/record.py): held
+    # to what datetime writes, in any order of times (a cache must not leak one into another).
+    for ns in sorted(times) + times:
+        ms = ns // 1_000_000
+        iso = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+        assert record_time(ns) == iso
+        assert record_time(ns + 1_000_000) == dt.datetime.fromtimestamp(
+            (ms + 1) / 1000, dt.UTC).isoformat(timespec="milliseconds")

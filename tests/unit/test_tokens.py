@@ -401,6 +401,48 @@ def test_a_removed_key_stops_working_after_the_refresh_even_for_cached_tokens() 
     run(scenario)
 
 
+def test_a_cached_token_is_known_at_once_only_while_verify_would_answer_it_from_its_cache(
+        ) -> None:
+    # `cached` (the request path's first look) answers only what `verify` would answer from
+    # its cache without a fetch or a signature check; anything else goes to `verify`.
+    async def scenario(verifier: TokenVerifier, idp: FakeIdP, wall: FakeClock,
+                       mono: FakeClock) -> None:
+        idp.publish("k2")
+        await verifier.warm()
+        token, other = sign(claims()), sign(claims(sub="bob"))
+        assert verifier.cached(token) is None  # never verified
+        principal = await verifier.verify(token)
+        assert verifier.cached(token) is principal
+        assert verifier.cached(other) is None
+        assert verifier.cached(token + "x") is None and verifier.cached("é" + token) is None
+        # The key set due for a refresh: verify must start it.
+        mono.now += 300
+        assert verifier.cached(token) is None
+        del idp.published["k1"]
+        await verifier.verify(token)  # answered from the set in hand; the refresh starts
+        await verifier.warm()  # joins it: k1 is gone
+        assert verifier.cached(token) is None  # a removed key stops cached tokens at once
+        await rejected(verifier, token, "unknown signing key")
+
+    run(scenario)
+
+
+def test_a_cached_token_is_not_known_once_it_expires() -> None:
+    async def scenario(verifier: TokenVerifier, _: FakeIdP, wall: FakeClock,
+                       __: FakeClock) -> None:
+        token = sign(claims(exp=int(wall.now) + 60))
+        principal = await verifier.verify(token)
+        wall.now += 59
+        assert verifier.cached(token) is principal
+        wall.now += 1
+        assert verifier.cached(token) is None  # verify checks it again (with its leeway)
+        wall.now += 31
+        assert verifier.cached(token) is None
+        await rejected(verifier, token, "token expired")
+
+    run(scenario)
+
+
 def test_idp_down_keeps_verifying_until_max_stale_then_fails_closed() -> None:
     async def scenario(verifier: TokenVerifier, idp: FakeIdP, _: FakeClock,
                        mono: FakeClock) -> None:
