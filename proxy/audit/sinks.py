@@ -153,9 +153,8 @@ class AuditLog:
         if not self.enabled:
             return 0
         with self._lock:
-            try:
-                self._seal_queued()
-                seq = self._admit(record)
+            try:  # after the records waiting, sealed with them
+                seq = self._admit([*self._built(), record])
                 self._flush()
             except OSError as err:
                 raise AuditUnavailable(self._failed(err)) from None
@@ -186,36 +185,47 @@ class AuditLog:
     def _seal_queued(self) -> None:
         """Build and seal the records waiting for their write, in order (the caller holds the
         lock). Those after a failure to write are never sealed: counted lost."""
+        records = self._built()
+        if records:
+            self._admit(records)
+
+    def _built(self) -> list[dict[str, Any]]:
+        """The records waiting for their write, built (the caller holds the lock)."""
         queued, self._queued = self._queued, []
-        if not queued:
-            return
         records = []
         for make, source in queued:
             try:
                 records.append(make(source))
             except Exception as err:  # a record that cannot be built: counted, not the end
                 self._unbuilt(err)
-        sealed = rotating = 0
+        return records
+
+    def _admit(self, records: list[dict[str, Any]]) -> int:
+        """Seal records into the chain in runs, rotating the file and signing a checkpoint when
+        due (the caller holds the lock); the seq of the last. A run ends where a checkpoint is
+        due: the checkpoint signs what is before it. On a failure to write, those not sealed
+        are lost: counted here, but for one the caller counts."""
+        sealed = rotating = seq = 0
         try:
             while sealed < len(records):
                 rotating = 1
                 self._maybe_rotate()
                 rotating = 0
-                # A run ends where a checkpoint is due: the checkpoint signs what is before it.
                 end = len(records)
                 if self._signer is not None:
                     room = self.settings.checkpoint_every - self._since_checkpoint()
                     end = min(end, sealed + max(room, 1))
                 self._seal_run(records[sealed:end])
-                sealed = end
+                sealed, seq = end, self._chain.seq
                 if self._signer is not None and self._since_checkpoint() >= \
                         self.settings.checkpoint_every:
                     self._checkpoint()
         except OSError:
-            # Those not sealed are lost. A failed write counted the lines it had; a failure to
-            # rotate is counted once by the caller, as the first of these.
+            # A failed write counted the lines it had; a failure to rotate leaves the one the
+            # caller counts to the first of those not sealed.
             self.failures += len(records) - sealed - rotating
             raise
+        return seq
 
     def _seal_run(self, run: list[dict[str, Any]]) -> None:
         """Seal records one after another and queue their lines as one (the caller holds the
@@ -236,16 +246,6 @@ class AuditLog:
         self._chain.seq, self._chain.head = seq, head
         for record in run:
             self._put(record)  # sealed again: its old hash left out of the canonical form
-
-    def _admit(self, record: dict[str, Any]) -> int:
-        """Seal one record into the chain, rotating the file and signing a checkpoint when
-        due (the caller holds the lock)."""
-        self._maybe_rotate()
-        seq = self._put(record)
-        if self._signer is not None and self._since_checkpoint() >= \
-                self.settings.checkpoint_every:
-            self._checkpoint()
-        return seq
 
     def _put(self, event: dict[str, Any], signer: Signer | None = None) -> int:
         """Seal a record into the chain and queue its line (the caller holds the lock)."""

@@ -638,6 +638,41 @@ def test_a_turn_that_cannot_be_sealed_counts_every_record_it_lost(
     assert_whole_trail(tmp_path / "audit.jsonl", key, ["r-3"])
 
 
+@pytest.mark.parametrize("failure", ["write", "rename"])
+def test_an_intent_that_cannot_be_written_counts_the_records_waiting_before_it(
+        tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    # An intent is sealed after the outcome records waiting, in one go: when the write (or the
+    # rotation before it) fails, every one of them is lost and counted, the intent refused.
+    audit = AuditLog(settings(tmp_path, key, rotate_bytes=1 if failure == "rename" else 10**8))
+
+    def rename(self: Path, target: Path) -> Path:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    async def turn() -> None:
+        monkeypatch.setattr(sinks, "OUTCOME_DELAY", 60.0)  # they wait for the intent
+        for i in range(3):
+            audit.write_later(build_record, RequestContext(
+                f"r-{i}", "GET", "/airflow/api/v2/dags", b"", "::1", "curl/8"))
+        if failure == "write":
+            count_writes(monkeypatch, fail=True)
+        else:
+            monkeypatch.setattr(Path, "rename", rename)
+        with pytest.raises(AuditUnavailable):
+            await audit.write_ahead(request(3, "intent"))
+        assert audit.failures == 4 and not audit.healthy
+        monkeypatch.undo()
+        await audit.write_ahead(request(4, "intent"))
+        assert audit.healthy
+    try:
+        asyncio.run(turn())
+    finally:
+        audit.close()
+    assert_whole_trail(tmp_path / "audit.jsonl", key, [])  # no outcome record: all lost
+    path = tmp_path / "audit.jsonl"
+    assert [r["request_id"] for f in trail_files([path]) for r in read(f)
+            if "request_id" in r] == ["r-4"]
+
+
 @hypothesis.settings(max_examples=2000, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=4_102_444_800 * 10**9), min_size=1,
                 max_size=8))
