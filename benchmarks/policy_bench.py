@@ -34,6 +34,7 @@ from casbin.persist.adapters import FileAdapter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import write_results  # noqa: E402
 from proxy.catalog.operation import Action  # noqa: E402
 from proxy.policy import compile_policy, load_policy  # noqa: E402
 from proxy.policy.engine import PolicySnapshot  # noqa: E402
@@ -186,9 +187,7 @@ def main() -> int:
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                          f"Python {platform.python_version()}",
               "results": results}
-    out = ROOT / "benchmarks/results" / f"{date[:10]}-policy.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_results(report, "policy")
     print(f"written {out.relative_to(ROOT)}")
     return 0
 

@@ -230,10 +230,11 @@ def markdown(report: Mapping[str, Any], results_file: str) -> str:
     if rate:
         out += [textwrap.fill(
             f"Constant offered rate: {rate['rate']:,.0f} requests/s for {rate['seconds']:g} s "
-            f"over up to {rate['connections']} connections (open loop, benchmarks/load.py); "
+            f"over up to {rate['connections']} connections (open loop, benchmarks/load.py), "
+            f"{rate.get('runs_per_round', 1)} runs of each target a round, alternating; "
             "latency from each request's due time, so a stall counts for every request it "
-            "delayed. Added p99: the target's p99 minus direct's in the same round, median "
-            "over the rounds.", 95), "",
+            "delayed. Added p99: the target's p99 minus direct's in the run alongside, median "
+            "over the runs.", 95), "",
             "| target | achieved req/s | p50 ms | p99 ms | p99.9 ms | added p99 ms | "
             "CPU µs/req |", "|---|---:|---:|---:|---:|---:|---:|"]
         for name, r in rate["median"].items():
@@ -315,14 +316,26 @@ def update_docs(path: Path, section: str, heading: str = SECTION) -> None:
     path.write_text(text)
 
 
+def write_results(full: dict[str, Any], kind: str, folder: Path | None = None) -> Path:
+    """benchmarks/results/<UTC date>-<kind>.json; a later run of the same day is written
+    beside it (`-2`, `-3`, …), never over it."""
+    folder = folder or Path(__file__).resolve().parents[1] / "benchmarks/results"
+    folder.mkdir(exist_ok=True)
+    stem = f"{full['date'][:10]}-{kind}"
+    out, n = folder / f"{stem}.json", 1
+    while out.exists():
+        n += 1
+        out = folder / f"{stem}-{n}.json"
+    out.write_text(json.dumps(full, indent=2) + "\n")
+    return out
+
+
 def publish(full: dict[str, Any], kind: str, table: Callable[[dict[str, Any], str], str],
             heading: str, docs: bool = True) -> None:
-    """Write a run's results to benchmarks/results/<UTC date>-<kind>.json, print its table,
+    """Write a run's results (`write_results`), print its table,
     and put the table in docs/performance.md under `heading`."""
     root = Path(__file__).resolve().parents[1]
-    out = root / "benchmarks/results" / f"{full['date'][:10]}-{kind}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(full, indent=2) + "\n")
+    out = write_results(full, kind)
     text = table(full, str(out.relative_to(root)))
     print(text)
     print(f"written {out.relative_to(root)} ({full['elapsed_seconds']:.0f} s)")
