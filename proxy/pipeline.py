@@ -87,6 +87,7 @@ class Pipeline:
         self._prefixes = sorted(((u.prefix, u) for u in settings.upstreams),
                                 key=lambda pu: -len(pu[0]))
         self.in_flight = 0  # requests and sockets between their first and last message
+        self.sockets = 0  # of which sockets
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -117,6 +118,11 @@ class Pipeline:
                 self.audit.write(record(ctx))
             metrics.observe_request(ctx)
             self.in_flight -= 1
+            if self.in_flight == self.sockets and self.audit.enabled:
+                # No other request under way: the records waiting are built and sealed in
+                # the loop's next turn, after this answer's bytes went out (server.py) and
+                # with nobody waiting behind them; their write still waits (audit/sinks.py).
+                asyncio.get_running_loop().call_soon(self.audit.seal_waiting)
 
     async def _http(self, ctx: RequestContext, scope: Scope_, receive: Receive,
                     send: Send) -> None:
@@ -187,6 +193,7 @@ class Pipeline:
     async def websocket(self, scope: Scope_, receive: Receive, send: Send) -> None:
         ctx = new_context(scope)
         self.in_flight += 1
+        self.sockets += 1
         try:
             await self._websocket(ctx, scope, receive, send)
         except Reject as reject:
@@ -203,6 +210,7 @@ class Pipeline:
             if self.audit.enabled:
                 self.audit.write(record(ctx))
             metrics.observe_request(ctx)
+            self.sockets -= 1
             self.in_flight -= 1
 
     async def _websocket(self, ctx: RequestContext, scope: Scope_, receive: Receive,

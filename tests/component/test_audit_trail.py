@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
+import websockets.sync.client
 import yaml
+from websockets.typing import Subprotocol
 
+from proxy.audit import sinks
 from proxy.audit.chain import generate_key, load_public_key
 from proxy.audit.verify import verify
 from tests.harness import (
@@ -119,6 +123,59 @@ def test_when_the_trail_cannot_write_runs_get_503_and_reads_are_served(
     assert upstream.requests(UPSTREAM_TRIGGER) == []  # never forwarded
     assert read.status_code == 200
     assert ready.status_code == 503 and not audit["ready"] and audit["failures"] == 4
+
+
+def test_outcome_records_are_sealed_when_nothing_else_is_under_way_and_written_later(
+        idp: FakeIdP, upstream: RecordingUpstream, start_orchgate: StartOrchgate,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # An answered request's record is built and sealed in the loop's next turn when no other
+    # request is under way (pipeline.py; an open socket does not count), and written when its
+    # write comes due; while another request is under way it waits unsealed, and both are
+    # sealed when that one ends.
+    monkeypatch.setattr(sinks, "OUTCOME_DELAY", 3.0)  # writes come due long after the checks
+    upstream.on("GET", "/api/v2/dags/team_a_etl/dagRuns", Reply({"dag_runs": []}, delay=1.5))
+    gate = start_orchgate()
+    token = alice(idp)
+    def on_file(response: httpx2.Response) -> bool:  # read as it is (audit_trail flushes)
+        return response.headers["x-request-id"] in gate.audit_file.read_text(encoding="utf-8")
+
+    upstream.prefect_socket("/api/events/in", gate.prefect_auth)
+    with gate.client() as client, websockets.sync.client.connect(  # a socket stays open
+            gate.ws_url("/prefect/api/events/in"), subprotocols=[Subprotocol("prefect")],
+            additional_headers=bearer(token), open_timeout=5, close_timeout=5) as socket:
+        socket.send(json.dumps({"type": "auth", "token": None}))
+        assert json.loads(socket.recv(timeout=5)) == {"type": "auth_success"}
+
+        def seq() -> int:
+            return int(client.get("/_orchgate/readyz").json()["checks"]["audit"]["seq"])
+
+        before = seq()
+        alone = client.get("/airflow/api/v2/dags/team_a_etl", headers=bearer(token))
+        wait_for(lambda: seq() == before + 1, 2, "the record sealed")
+        assert not on_file(alone)  # sealed, not yet written
+
+        slow: list[httpx2.Response] = []
+        thread = threading.Thread(target=lambda: slow.append(client.get(
+            "/airflow/api/v2/dags/team_a_etl/dagRuns", headers=bearer(token))))
+        thread.start()
+        wait_for(lambda: upstream.requests("/api/v2/dags/team_a_etl/dagRuns"), 5,
+                 "the slow request forwarded")
+        meanwhile = client.get("/airflow/api/v2/dags/team_a_etl", headers=bearer(token))
+        unsealed = []
+        for _ in range(5):
+            time.sleep(0.05)
+            unsealed.append(seq())
+        thread.join(10)
+        wait_for(lambda: seq() == before + 3, 2, "both records sealed")
+        assert not on_file(meanwhile)
+
+        assert alone.status_code == meanwhile.status_code == slow[0].status_code == 200
+        assert unsealed == [before + 1] * 5  # waiting, unsealed, while the slow one ran
+        wait_for(lambda: on_file(slow[0]), 6, "the write")
+        assert on_file(alone) and on_file(meanwhile)
+    mine = [alone.headers["x-request-id"], meanwhile.headers["x-request-id"],
+            slow[0].headers["x-request-id"]]
+    assert [r["request_id"] for r in gate.audit_trail() if r.get("request_id") in mine] == mine
 
 
 def test_reads_can_be_refused_too_when_the_trail_fails(

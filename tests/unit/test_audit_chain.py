@@ -685,3 +685,77 @@ def test_a_records_time_is_the_iso_form_of_its_millisecond(times: list[int]) -> 
         assert record_time(ns) == iso
         assert record_time(ns + 1_000_000) == dt.datetime.fromtimestamp(
             (ms + 1) / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+# -- records sealed while nothing else is under way -------------------------------------------
+
+
+def test_records_sealed_while_idle_wait_for_their_write_in_the_chain_s_order(
+        tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # seal_waiting builds and seals what waits (pipeline.py: when no other request is under
+    # way) but writes nothing: the records still share the due write, and whatever comes
+    # next — more outcome records, an intent — follows them in the chain and on file.
+    audit = AuditLog(settings(tmp_path, key))
+    path = tmp_path / "audit.jsonl"
+
+    async def turns() -> tuple[int, int, int]:
+        monkeypatch.setattr(sinks, "OUTCOME_DELAY", 60.0)  # no due write in this test
+        sizes = count_writes(monkeypatch)
+        for i in range(3):
+            audit.write(request(i), soon=True)
+        audit.seal_waiting()
+        sealed_seq, lines = audit.status()["seq"], len(read(path))
+        audit.write(request(3), soon=True)
+        audit.seal_waiting()
+        audit.write(request(4), soon=True)  # still waiting, unsealed, when the intent comes
+        await audit.write_ahead(request(5, "intent"))
+        return sealed_seq, lines, len(sizes)
+    try:
+        sealed_seq, lines_on_file, writes = asyncio.run(turns())
+    finally:
+        audit.close()
+        monkeypatch.undo()
+
+    assert sealed_seq == 1 + 3 and lines_on_file == 1  # sealed, not written: only "start"
+    assert writes == 1  # the five records and the intent went out in one write
+    assert_whole_trail(path, key, ["r-0", "r-1", "r-2", "r-3", "r-4"])
+    assert [r["event"] for r in read(path)][-2:] == ["intent", "checkpoint"]
+
+
+def test_records_sealed_while_idle_and_lost_in_their_write_are_each_counted(
+        tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sealed but not on file when the write fails: the chain goes back to the last record on
+    # file, each lost record counts, and the trail goes on whole once the disk takes writes.
+    audit = AuditLog(settings(tmp_path, key))
+    path = tmp_path / "audit.jsonl"
+
+    async def turns() -> None:
+        for i in range(3):  # built records: sealed as one run, their lines one item
+            ctx = RequestContext(f"r-{i}", "GET", "/airflow/api/v2/dags", b"", "::1", "curl/8")
+            ctx.status, ctx.answered = 200, (1_700_000_000_000_000_000, 1.0)
+            audit.write_later(build_record, ctx)
+        audit.seal_waiting()
+        count_writes(monkeypatch, fail=True)
+        await turn_ends()
+        assert audit.failures == 3 and not audit.healthy
+        monkeypatch.undo()
+        audit.write(request(3), soon=True)
+        audit.seal_waiting()
+        await turn_ends()
+        assert audit.healthy and audit.failures == 3
+    try:
+        asyncio.run(turns())
+    finally:
+        audit.close()
+
+    assert_whole_trail(path, key, ["r-3"])
+
+
+def test_sealing_while_idle_with_nothing_waiting_changes_nothing(tmp_path: Path) -> None:
+    audit = AuditLog(settings(tmp_path))
+    try:
+        seq = audit.status()["seq"]
+        audit.seal_waiting()
+        assert audit.status()["seq"] == seq and audit.failures == 0
+    finally:
+        audit.close()
