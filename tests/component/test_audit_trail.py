@@ -132,8 +132,8 @@ def test_outcome_records_are_sealed_when_nothing_else_is_under_way_and_written_l
     # request is under way (pipeline.py; an open socket does not count), and written when its
     # write comes due; while another request is under way it waits unsealed, and both are
     # sealed when that one ends.
-    monkeypatch.setattr(sinks, "OUTCOME_DELAY", 3.0)  # writes come due long after the checks
-    upstream.on("GET", "/api/v2/dags/team_a_etl/dagRuns", Reply({"dag_runs": []}, delay=1.5))
+    monkeypatch.setattr(sinks, "OUTCOME_DELAY", 6.0)  # writes come due long after the checks
+    upstream.on("GET", "/api/v2/dags/team_a_etl/dagRuns", Reply({"dag_runs": []}, delay=2.5))
     gate = start_orchgate()
     token = alice(idp)
     def on_file(response: httpx2.Response) -> bool:  # read as it is (audit_trail flushes)
@@ -171,7 +171,7 @@ def test_outcome_records_are_sealed_when_nothing_else_is_under_way_and_written_l
 
         assert alone.status_code == meanwhile.status_code == slow[0].status_code == 200
         assert unsealed == [before + 1] * 5  # waiting, unsealed, while the slow one ran
-        wait_for(lambda: on_file(slow[0]), 6, "the write")
+        wait_for(lambda: on_file(slow[0]), 10, "the write")
         assert on_file(alone) and on_file(meanwhile)
     mine = [alone.headers["x-request-id"], meanwhile.headers["x-request-id"],
             slow[0].headers["x-request-id"]]
