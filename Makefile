@@ -8,6 +8,12 @@ AIRFLOW_VENV := .venvs/airflow
 PREFECT_VENV := .venvs/prefect
 IDP_DIR := deploy/dev-idp
 PIP_FLAGS := --quiet --disable-pip-version-check
+# The benchmarks run the servers under test on the interpreter of orchgate's image: Debian's
+# python3 (the image's base here). A Python built without profile-guided optimization and with
+# a shared libpython, as pyenv builds it by default, serves ≈8 % fewer requests
+# (docs/performance.md).
+RUNTIME_PYTHON ?= /usr/bin/python3
+RUNTIME_VENV := .venvs/runtime
 
 .PHONY: demo test install image-tools lint types unit component integration bench bench-tools bench-policy bench-machinery bench-scaling clean-stack check-tools fuzz
 
@@ -71,22 +77,30 @@ clean-stack:
 	rm -rf .stack
 
 # The load generator, the upstream and the native peer come from Debian (root, apt).
-bench: $(VENV)/.installed bench-tools
-	$(VENV)/bin/python -m benchmarks.run
+bench: $(VENV)/.installed $(RUNTIME_VENV)/.installed bench-tools
+	ORCHGATE_BENCH_RUNTIME=$(RUNTIME_VENV) $(VENV)/bin/python -m benchmarks.run
 
 bench-tools:
 	@command -v wrk >/dev/null && command -v haproxy >/dev/null && test -x /usr/sbin/nginx || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    wrk nginx-light haproxy; }
+	@test -x $(RUNTIME_PYTHON) && $(RUNTIME_PYTHON) -c 'import ensurepip' 2>/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    python3 python3-venv; }
+
+$(RUNTIME_VENV)/.installed: pyproject.toml | bench-tools
+	test -x $(RUNTIME_VENV)/bin/python || $(RUNTIME_PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install $(PIP_FLAGS) -e '.[bench]'
+	touch $@
 
 bench-policy: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/policy_bench.py
 
-bench-machinery: $(VENV)/.installed bench-tools
-	$(VENV)/bin/python -m benchmarks.machinery
+bench-machinery: $(VENV)/.installed $(RUNTIME_VENV)/.installed bench-tools
+	ORCHGATE_BENCH_RUNTIME=$(RUNTIME_VENV) $(VENV)/bin/python -m benchmarks.machinery
 
-bench-scaling: $(VENV)/.installed bench-tools
-	$(VENV)/bin/python -m benchmarks.scaling
+bench-scaling: $(VENV)/.installed $(RUNTIME_VENV)/.installed bench-tools
+	ORCHGATE_BENCH_RUNTIME=$(RUNTIME_VENV) $(VENV)/bin/python -m benchmarks.scaling
 
 # Coverage-guided fuzzing of path canonicalization and catalog matching (tests/fuzz/, atheris):
 # `make fuzz FUZZ_SECONDS=600`. New inputs go to .fuzz/corpus, crashes to .fuzz/crash-*.

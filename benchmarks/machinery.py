@@ -31,10 +31,10 @@ from typing import Any
 from benchmarks import report
 from benchmarks.load import constant_rate, wrk
 from benchmarks.run import get, latency_run, measured
-from benchmarks.stack import ITEM_PATH, ROOT, Stack, free_port, orchgate_conf, tool
+from benchmarks.stack import ITEM_PATH, RUNTIME, Stack, free_port, orchgate_conf, tool
 
 SECTION = "## Server and client — make bench-machinery"
-VENV = ROOT / ".venv/bin"
+VENV = RUNTIME  # the servers under test run on the image's interpreter (benchmarks/stack.py)
 UVICORN = [str(VENV / "uvicorn"), "--factory", "--host", "127.0.0.1", "--http", "httptools",
            "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
 GRANIAN = [str(VENV / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1",

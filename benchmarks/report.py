@@ -43,12 +43,29 @@ def machine() -> dict[str, str]:
         "cpu": f"{platform.machine()}, {cpu}, {os.cpu_count()} cores",
         "memory": f"{mem_kb / 2**20:.0f} GiB",
         "os": f"Debian {debian}, Linux {platform.release()}",
-        "python": platform.python_version(),
+        "python": interpreter(),  # orchgate's, and the bare forwarders'
+        "harness_python": platform.python_version(),  # wrk's driver and the load generator
         "nginx": _version(["nginx", "-v"]),
         "haproxy": _version(["haproxy", "-v"]),
         "wrk": _version(["wrk", "--version"]),
         "load_average_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
+
+
+def interpreter() -> str:
+    """The version and the file of the interpreter the servers under test run on."""
+    from benchmarks.stack import RUNTIME
+
+    try:
+        done = subprocess.run(
+            [str(RUNTIME / "python"), "-c",
+             "import os, platform, sys; print(platform.python_version(), "
+             "os.path.realpath(sys.executable))"],
+            capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "?"
+    version, _, path = done.stdout.strip().partition(" ")
+    return f"{version} ({path})" if path else "?"
 
 
 def _lines(path: str) -> list[str]:
@@ -199,7 +216,7 @@ def markdown(report: Mapping[str, Any], results_file: str) -> str:
     intro = (
         f"{report['date'][:10]}, `{report['command']}` (`benchmarks/run.py`, "
         f"{report['elapsed_seconds']:.0f} s; results: `{results_file}`). Machine: {m['cpu']}, "
-        f"{m['memory']}, {m['os']}, Python {m['python']}, nginx {m['nginx']}, HAProxy "
+        f"{m['memory']}, {m['os']}, orchgate on Python {m['python']}, nginx {m['nginx']}, HAProxy "
         f"{m['haproxy']}, wrk {m['wrk']}; load average before the run "
         f"{m['load_average_before']}. The 2 cores are shared with other work: single figures "
         f"move by 10–30 % from run to run; compare the ratios within one run.")

@@ -37,6 +37,7 @@ from benchmarks.stack import (
     LIST_ITEMS,
     LIST_PATH,
     ROOT,
+    RUNTIME,
     Stack,
     free_port,
     orchgate_conf,
@@ -62,7 +63,7 @@ def start_orchgate(stack: Stack, name: str, rows: int, list_items: int = LIST_IT
         conf = conf.replace(f"url: {stack.issuer}\n", f"url: {stack.issuer}/n{list_items}\n", 1)
     (stack.root / f"{name}.yaml").write_text(conf)
     began = time.monotonic()
-    stack.start(name, [str(ROOT / ".venv/bin/orchgate"), "serve", "--config",
+    stack.start(name, [str(RUNTIME / "orchgate"), "serve", "--config",
                        str(stack.root / f"{name}.yaml")])
     return round(time.monotonic() - began, 2)
 

@@ -7,6 +7,10 @@ Airflow's pages. HAProxy 2.6 is the native peer: it verifies the same RS256 toke
 full pipeline in front of nginx (Airflow) and of a small Prefect socket server
 (benchmarks/prefect_upstream.py).
 
+The servers under test (orchgate, and the bare forwarders of benchmarks/machinery.py) run from
+`RUNTIME`, a virtualenv on the interpreter of orchgate's image (`make bench` makes it from
+Debian's python3 and passes it as ORCHGATE_BENCH_RUNTIME); without one, from the checkout's.
+
 A `Server` knows its processes (every process of the session it was started in: uvicorn's
 supervisor and workers) and reads their CPU time and RSS from /proc.
 """
@@ -33,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / (os.environ.get("ORCHGATE_BENCH_RUNTIME") or ".venv") / "bin"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 ITEM_PATH = "/api/v2/dags/team_a_etl"
@@ -220,7 +225,7 @@ class Stack:
         return server
 
     def start_all(self) -> None:
-        root, orchgate = self.root, str(ROOT / ".venv/bin/orchgate")
+        root, orchgate = self.root, str(RUNTIME / "orchgate")
         self.start("nginx", [tool("nginx"), "-p", str(root), "-c", str(root / "nginx.conf")])
         self.start("prefect", [sys.executable, "-m", "benchmarks.prefect_upstream",
                                "--port", str(self.ports["prefect"]),
