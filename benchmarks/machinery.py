@@ -153,6 +153,7 @@ def markdown(full: dict[str, Any], results_file: str) -> str:
         SECTION, "", textwrap.fill(
         f"{full['date'][:10]}, `make bench-machinery` (`benchmarks/machinery.py`, "
         f"{full['elapsed_seconds']:.0f} s; results: `{results_file}`). Same machine as above; "
+        f"the servers on Python {full['machine']['python']}; "
         f"load average before the run {full['machine']['load_average_before']}. wrk, one "
         f"thread, {settings['connections']} connections, {settings['seconds']:g} s per "
         f"measurement, median of {settings['rounds']} rounds taken in turns. Bare forwarders: "

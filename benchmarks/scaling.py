@@ -158,7 +158,8 @@ def markdown(full: dict[str, Any], results_file: str) -> str:
         SECTION, "", textwrap.fill(
             f"{full['date'][:10]}, `make bench-scaling` (`benchmarks/scaling.py`, "
             f"{full['elapsed_seconds']:.0f} s; results: `{results_file}`). Same machine as "
-            f"above; load average before the run {full['machine']['load_average_before']}. "
+            f"above; orchgate on Python {full['machine']['python']}; load average before the "
+            f"run {full['machine']['load_average_before']}. "
             f"orchgate with the full pipeline of `make bench`; wrk, one thread, "
             f"{s['seconds']:g} s per measurement, median of {s['rounds']} rounds taken in "
             "turns.", 96), "",
