@@ -79,13 +79,25 @@ def build_image(base: str) -> Build:
     """`buildah bud` the repository's Dockerfile on `base`; the host's CA bundle is mounted
     for pip's downloads exactly as a user behind a TLS-intercepting proxy would."""
     started = time.monotonic()
+    orphans_before = dangling_images()
     buildah("bud", "--isolation", "chroot", "--format", "docker", "--layers",
             "--volume", f"{HOST_CA}:/run/host-ca.crt:ro",
             "--build-arg", "PIP_CERT=/run/host-ca.crt",
             "--build-arg", f"BASE_IMAGE={base}",
             "--tag", IMAGE, "--file", str(ROOT / "Dockerfile"), str(ROOT))
     seconds = time.monotonic() - started
+    # The image this tag named before, and the build stage's result, are left untagged: each
+    # a full copy of its filesystem in the vfs store (≈250 MB), one pair per build until the
+    # disk is full. Removed here; untagged images that were there before are not ours.
+    for image in dangling_images() - orphans_before:
+        buildah("rmi", image, check=False)
     return Build(IMAGE, seconds, image_size(IMAGE))
+
+
+def dangling_images() -> set[str]:
+    """The ids of the store's untagged images that no other image builds on."""
+    listed = buildah("images", "--filter", "dangling=true", "--quiet", "--no-trunc").stdout
+    return set(listed.split())
 
 
 def image_size(name: str) -> str:
