@@ -34,10 +34,9 @@ from benchmarks.run import get, latency_run, measured
 from benchmarks.stack import ITEM_PATH, RUNTIME, Stack, free_port, orchgate_conf, tool
 
 SECTION = "## Server and client — make bench-machinery"
-VENV = RUNTIME  # the servers under test run on the image's interpreter (benchmarks/stack.py)
-UVICORN = [str(VENV / "uvicorn"), "--factory", "--host", "127.0.0.1", "--http", "httptools",
+UVICORN = [str(RUNTIME / "uvicorn"), "--factory", "--host", "127.0.0.1", "--http", "httptools",
            "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
-GRANIAN = [str(VENV / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+GRANIAN = [str(RUNTIME / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
            "--workers", "1", "--loop", "uvloop", "--no-ws", "--no-access-log",
            "--log-level", "warning"]
 # target → (server, app, what it is)
@@ -76,7 +75,7 @@ def start(stack: Stack, name: str) -> None:
         config = root / f"{name}.yaml"
         config.write_text(orchgate_conf(stack, name))
         env = {"ORCHGATE_CONFIG": str(config)}
-    argv = ([str(VENV / "orchgate"), "serve", "--config", str(root / f"{name}.yaml")]
+    argv = ([str(RUNTIME / "orchgate"), "serve", "--config", str(root / f"{name}.yaml")]
             if name == "orchgate_uvicorn" else
             [*(UVICORN if server == "uvicorn" else GRANIAN), "--port", str(port), app])
     stack.start(name, argv, env)

@@ -78,8 +78,8 @@ class Build:
 def build_image(base: str) -> Build:
     """`buildah bud` the repository's Dockerfile on `base`; the host's CA bundle is mounted
     for pip's downloads exactly as a user behind a TLS-intercepting proxy would."""
-    started = time.monotonic()
     orphans_before = dangling_images()
+    started = time.monotonic()
     buildah("bud", "--isolation", "chroot", "--format", "docker", "--layers",
             "--volume", f"{HOST_CA}:/run/host-ca.crt:ro",
             "--build-arg", "PIP_CERT=/run/host-ca.crt",
